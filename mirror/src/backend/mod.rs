@@ -1,0 +1,61 @@
+//! A leg's storage: the [`Backend`] trait and its implementations.
+//!
+//! [`file::FileBackend`] serves regular files and block devices;
+//! [`fault::FaultyBackend`] wraps any backend and injects scripted faults
+//! (errors, hangs, delays, torn writes) for tests and drills.
+
+pub mod fault;
+pub mod file;
+mod identity;
+
+pub use identity::LegIdentity;
+
+use std::io::{self, IoSlice};
+
+/// What a leg's storage can do besides reading and writing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// `discard` deallocates and later reads return zeroes.
+    pub discard_zeroes: bool,
+}
+
+/// One leg's storage. Every call is positional and may run on many threads at
+/// once; each either completes the whole range or returns an error.
+pub trait Backend: Send + Sync + 'static {
+    /// The path or label an administrator knows the leg by.
+    fn name(&self) -> &str;
+    /// What the leg is, stably (device and inode, or a disk's WWN/serial).
+    fn identity(&self) -> &LegIdentity;
+    /// Usable size in bytes.
+    fn size(&self) -> u64;
+    /// Alignment `O_DIRECT` needs for buffers, offsets and lengths (1 if none).
+    fn alignment(&self) -> usize;
+    fn caps(&self) -> Caps;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `bufs` at `offset`.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()>;
+    /// Makes completed writes durable (cache flush).
+    fn flush(&self) -> io::Result<()>;
+    /// Deallocates a range so that it reads back as zeroes; `Unsupported` if
+    /// the storage cannot.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes a range read back as zeroes, by the cheapest means available.
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// Writes zeroes with plain writes, one chunk at a time.
+pub(crate) fn write_zeroes_slowly(b: &dyn Backend, offset: u64, len: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeroes = crate::buf::AlignedBuf::zeroed(CHUNK.min(len) as usize);
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK) as usize;
+        b.write_vectored_at(&[IoSlice::new(&zeroes.as_slice()[..n])], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,271 @@
+//! What a volume is made of and how it behaves. The handler fills this from a
+//! cfgstring or a TOML file; every field has a documented default.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const MIN_LEGS: usize = 2;
+pub const MAX_LEGS: usize = 8;
+pub const MAX_METADATA_COPIES: usize = 4;
+pub const DEFAULT_REGION_SIZE: u64 = 256 * 1024;
+
+/// One leg: a regular file or a block device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegConfig {
+    pub path: PathBuf,
+    /// Open with `O_DIRECT`. Default: the volume's `direct_io`.
+    #[serde(default)]
+    pub direct_io: Option<bool>,
+}
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePriority {
+    /// Once every in-sync leg has it (a slow leg slows the host).
+    #[default]
+    Redundancy,
+    /// Once one leg has it, if another lags past `latency_threshold_ms`; the
+    /// laggard's region is marked dirty and caught up later (IBM SVC's
+    /// `mirrorwritepriority latency`).
+    Latency,
+}
+
+/// The whole configuration of one volume, as the engine consumes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumeConfig {
+    /// A name for logs, status and the control socket.
+    pub name: String,
+    /// Volume size in bytes; every leg must be at least this large.
+    pub size: u64,
+    /// Logical block size the host sees, in bytes.
+    pub block_size: u32,
+    pub legs: Vec<LegConfig>,
+    /// Metadata copies (write-intent bitmap and leg states), on storage other
+    /// than the legs. One is required; more survive the loss of one.
+    pub metadata: Vec<PathBuf>,
+    /// Bytes covered by one bit of the write-intent bitmap.
+    pub region_size: u64,
+    /// Deadline for one leg I/O, in milliseconds: a leg that misses it is
+    /// faulted (the failure-detection time).
+    pub io_timeout_ms: u64,
+    /// After this long the last in-sync leg is reported slow (it is never
+    /// faulted for a timeout alone).
+    pub last_leg_grace_ms: u64,
+    pub write_priority: WritePriority,
+    /// With `write_priority = "latency"`: how far a leg may lag behind the
+    /// first one to finish before the write is acknowledged without it.
+    pub latency_threshold_ms: u64,
+    /// Resync ceiling, in MiB/s (0 = unlimited).
+    pub resync_max_mib_s: u64,
+    /// Resync floor while the host is busy, in MiB/s.
+    pub resync_min_mib_s: u64,
+    /// Open legs with `O_DIRECT` (block devices and files that support it).
+    pub direct_io: bool,
+    /// Report a volatile write cache to the host. When off (the default) every
+    /// write is stable on the legs before it is acknowledged (`O_DSYNC`).
+    pub write_cache: bool,
+    /// For unmap on legs that cannot discard to zeroes: write zeroes instead.
+    /// Off: unmap is a no-op on every leg unless all can discard, so that the
+    /// legs never differ.
+    pub unmap_zero_fill: bool,
+    /// Read errors a leg may have (each repaired from another leg) before it is faulted.
+    pub read_error_budget: u32,
+    /// I/O threads per leg (the leg's queue depth).
+    pub leg_threads: usize,
+    /// A region is cleared in the bitmap once idle this long, in milliseconds.
+    pub bitmap_clear_delay_ms: u64,
+    /// Bring a leg back by itself after a recoverable fault.
+    pub auto_failback: bool,
+    /// Wait this long after a fault before trying the leg again, in milliseconds;
+    /// doubled after each fault within `flap_window_s`.
+    pub failback_delay_ms: u64,
+    /// This many faults within `flap_window_s` mark a leg as flapping: it stays
+    /// out until an admin restores it.
+    pub flap_limit: u32,
+    pub flap_window_s: u64,
+    /// A new volume (no metadata yet) copies leg 0 onto the others (`full`),
+    /// or trusts that they are equal (`none`, for blank disks).
+    pub initial_sync: InitialSync,
+    /// Trust only this leg at open; every other leg gets a full rebuild from
+    /// it. For putting hamirror back after a leg served the LUN alone, or
+    /// after a leg was replaced while the volume was down. Refused if the
+    /// metadata says this leg missed writes the others took.
+    pub source: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialSync {
+    #[default]
+    Full,
+    None,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        VolumeConfig {
+            name: String::new(),
+            size: 0,
+            block_size: 512,
+            legs: Vec::new(),
+            metadata: Vec::new(),
+            region_size: DEFAULT_REGION_SIZE,
+            io_timeout_ms: 5_000,
+            last_leg_grace_ms: 30_000,
+            write_priority: WritePriority::Redundancy,
+            latency_threshold_ms: 50,
+            resync_max_mib_s: 0,
+            resync_min_mib_s: 10,
+            direct_io: true,
+            write_cache: false,
+            unmap_zero_fill: false,
+            read_error_budget: 20,
+            leg_threads: 8,
+            bitmap_clear_delay_ms: 5_000,
+            auto_failback: true,
+            failback_delay_ms: 2_000,
+            flap_limit: 3,
+            flap_window_s: 600,
+            initial_sync: InitialSync::Full,
+            source: None,
+        }
+    }
+}
+
+/// A configuration value the engine cannot work with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} legs given; a mirror needs {MIN_LEGS} to {MAX_LEGS} legs")]
+    LegCount(usize),
+    #[error("no metadata path given; add at least one (on storage other than the legs)")]
+    NoMetadata,
+    #[error("{0} metadata copies given; at most {MAX_METADATA_COPIES} are supported")]
+    TooManyMetadata(usize),
+    #[error("block_size {0} must be 512 or 4096")]
+    BlockSize(u32),
+    #[error("size {size} must be a positive multiple of block_size {block_size}")]
+    Size { size: u64, block_size: u32 },
+    #[error("region_size {0} must be a power of two between 4 KiB and 1 GiB")]
+    RegionSize(u64),
+    #[error("{key} must be at least {min}, got {value}")]
+    TooSmall { key: &'static str, min: u64, value: u64 },
+    #[error("source={leg} names no leg; legs are numbered 0 to {}", legs - 1)]
+    Source { leg: usize, legs: usize },
+    #[error("resync_min_mib_s {min} is above resync_max_mib_s {max}")]
+    ResyncRates { min: u64, max: u64 },
+}
+
+impl VolumeConfig {
+    /// Checks the values that need no file system access.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_LEGS..=MAX_LEGS).contains(&self.legs.len()) {
+            return Err(ConfigError::LegCount(self.legs.len()));
+        }
+        if self.metadata.is_empty() {
+            return Err(ConfigError::NoMetadata);
+        }
+        if self.metadata.len() > MAX_METADATA_COPIES {
+            return Err(ConfigError::TooManyMetadata(self.metadata.len()));
+        }
+        if self.block_size != 512 && self.block_size != 4096 {
+            return Err(ConfigError::BlockSize(self.block_size));
+        }
+        if self.size == 0 || self.size % u64::from(self.block_size) != 0 {
+            return Err(ConfigError::Size { size: self.size, block_size: self.block_size });
+        }
+        let rs = self.region_size;
+        if !rs.is_power_of_two() || !(4096..=1 << 30).contains(&rs) {
+            return Err(ConfigError::RegionSize(rs));
+        }
+        check_min("io_timeout_ms", self.io_timeout_ms, 10)?;
+        check_min("last_leg_grace_ms", self.last_leg_grace_ms, self.io_timeout_ms)?;
+        check_min("leg_threads", self.leg_threads as u64, 1)?;
+        check_min("flap_limit", u64::from(self.flap_limit), 1)?;
+        if let Some(s) = self.source {
+            if s >= self.legs.len() {
+                return Err(ConfigError::Source { leg: s, legs: self.legs.len() });
+            }
+        }
+        if self.resync_max_mib_s != 0 && self.resync_min_mib_s > self.resync_max_mib_s {
+            return Err(ConfigError::ResyncRates {
+                min: self.resync_min_mib_s,
+                max: self.resync_max_mib_s,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.io_timeout_ms)
+    }
+
+    pub fn regions(&self) -> u64 {
+        self.size.div_ceil(self.region_size)
+    }
+
+    pub fn leg_direct_io(&self, leg: usize) -> bool {
+        self.legs[leg].direct_io.unwrap_or(self.direct_io)
+    }
+}
+
+fn check_min(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::TooSmall { key, min, value });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_legs() -> VolumeConfig {
+        VolumeConfig {
+            name: "v".into(),
+            size: 1 << 20,
+            legs: vec![
+                LegConfig { path: "/a".into(), direct_io: None },
+                LegConfig { path: "/b".into(), direct_io: Some(false) },
+            ],
+            metadata: vec!["/m".into()],
+            ..VolumeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_two_leg_config_is_valid() {
+        assert_eq!(two_legs().validate(), Ok(()));
+    }
+
+    #[test]
+    fn one_leg_is_not_a_mirror() {
+        let mut c = two_legs();
+        c.legs.pop();
+        assert_eq!(c.validate(), Err(ConfigError::LegCount(1)));
+    }
+
+    #[test]
+    fn region_size_must_be_a_power_of_two() {
+        let mut c = two_legs();
+        c.region_size = 3 * 4096;
+        assert_eq!(c.validate(), Err(ConfigError::RegionSize(3 * 4096)));
+    }
+
+    #[test]
+    fn size_must_be_whole_blocks() {
+        let mut c = two_legs();
+        c.size = 1000;
+        assert!(matches!(c.validate(), Err(ConfigError::Size { .. })));
+    }
+
+    #[test]
+    fn per_leg_direct_io_overrides_the_volume_default() {
+        let c = two_legs();
+        assert!(c.leg_direct_io(0));
+        assert!(!c.leg_direct_io(1));
+    }
+}

@@ -1,0 +1,470 @@
+//! The host's I/O paths: read, write, flush, unmap, write-same and
+//! compare-and-write. None of them blocks its caller; each ends in `done`.
+
+use super::leg::{Job, Leg, LegOut};
+use super::rangelock::RangeGuard;
+use super::{Done, Inner};
+use crate::buf::{AlignedBuf, HostReadBuf, HostWriteBuf};
+use crate::error::IoError;
+use crate::event::Event;
+use crate::state::FaultReason;
+use parking_lot::Mutex;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+/// What a write fans out.
+#[derive(Clone)]
+enum Payload {
+    Host(Arc<dyn HostWriteBuf>),
+    Zero(u64),
+    /// Unmap: discard where the leg can, else zeroes (`zero_fill`).
+    Discard { len: u64, zero_fill: bool },
+}
+
+impl Payload {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Host(b) => b.len() as u64,
+            Payload::Zero(n) | Payload::Discard { len: n, .. } => *n,
+        }
+    }
+
+    fn job(&self, leg: &Leg, offset: u64) -> Job {
+        match self {
+            Payload::Host(buf) => Job::Write { offset, buf: buf.clone() },
+            Payload::Zero(len) => Job::Zero { offset, len: *len },
+            Payload::Discard { len, zero_fill } => {
+                if !leg.backend.caps().discard_zeroes && *zero_fill {
+                    Job::Zero { offset, len: *len }
+                } else {
+                    Job::Discard { offset, len: *len }
+                }
+            }
+        }
+    }
+}
+
+/// One leg's outcome in a fan-out.
+struct LegResult {
+    leg: usize,
+    was_in_sync: bool,
+    result: io::Result<()>,
+}
+
+struct Fan {
+    remaining: AtomicUsize,
+    results: Mutex<Vec<LegResult>>,
+}
+
+impl Inner {
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        if self.shutting_down.load(Relaxed) {
+            return Err(IoError::ShuttingDown);
+        }
+        let size = self.cfg.size;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(IoError::OutOfRange { offset, len, size });
+        }
+        let bs = u64::from(self.cfg.block_size);
+        if offset % bs != 0 || len % bs != 0 {
+            return Err(IoError::Unaligned { offset, len, block_size: self.cfg.block_size });
+        }
+        Ok(())
+    }
+
+    // ---- reads ----
+
+    pub(super) fn read(self: &Arc<Self>, offset: u64, buf: Box<dyn HostReadBuf>, done: Done) {
+        let len = buf.len() as u64;
+        if let Err(e) = self.check_range(offset, len) {
+            return done(Err(e));
+        }
+        if len == 0 {
+            return done(Ok(()));
+        }
+        self.note_host_io();
+        self.read_from_legs(offset, buf, done, 0, 0, None);
+    }
+
+    /// Tries legs one after another until one returns the data. `tried` and
+    /// `failed` are bit sets of legs; failed ones get the good data written
+    /// back (md's read-error correction).
+    fn read_from_legs(
+        self: &Arc<Self>,
+        offset: u64,
+        mut buf: Box<dyn HostReadBuf>,
+        done: Done,
+        tried: u32,
+        failed: u32,
+        last: Option<io::Error>,
+    ) {
+        let len = buf.len();
+        let Some(leg) = self.pick_read_leg(offset, len as u64, tried) else {
+            return done(Err(match last {
+                Some(last) => IoError::ReadFailed { offset, len: len as u64, last },
+                None => IoError::NoLegInSync,
+            }));
+        };
+        let me = self.clone();
+        let legs = self.legs.clone();
+        let l = leg;
+        self.legs[leg].submit(
+            Job::Read { offset, len },
+            Box::new(move |r| match r {
+                Ok(LegOut::Data(data)) => {
+                    buf.fill_from(data.as_slice());
+                    legs[l].last_read_end.store(offset + len as u64, Relaxed);
+                    me.repair_after_read(failed, l, offset, len as u64);
+                    done(Ok(()))
+                }
+                Ok(LegOut::Done) => unreachable!("a read returns data"),
+                Err(e) => {
+                    let failed = if me.note_read_error(l, &e) { failed | 1 << l } else { failed };
+                    me.read_from_legs(offset, buf, done, tried | 1 << l, failed, Some(e))
+                }
+            }),
+        );
+    }
+
+    /// An in-sync leg for a read: during crash recovery only the source for
+    /// regions not yet recovered; a leg whose last read ended here (a
+    /// sequential stream); otherwise the leg with the fewest I/Os in flight.
+    fn pick_read_leg(&self, offset: u64, len: u64, tried: u32) -> Option<usize> {
+        if let Some(src) = self.recovery_source_for(offset, len) {
+            let ok = tried & (1 << src) == 0 && self.legs[src].is_in_sync();
+            return ok.then_some(src);
+        }
+        let candidates = self.legs.iter().filter(|l| tried & (1 << l.index) == 0 && l.is_in_sync());
+        let mut best: Option<(&Arc<Leg>, usize)> = None;
+        for l in candidates {
+            if l.last_read_end.load(Relaxed) == offset {
+                return Some(l.index);
+            }
+            let load = l.inflight();
+            if best.is_none_or(|(_, b)| load < b) {
+                best = Some((l, load));
+            }
+        }
+        best.map(|(l, _)| l.index)
+    }
+
+    /// The leg that must serve `[offset, offset+len)` during crash recovery.
+    fn recovery_source_for(&self, offset: u64, len: u64) -> Option<usize> {
+        let rec = *self.recovery.lock();
+        let rec = rec?;
+        let (first, last) = self.intent.regions(offset, len);
+        let pending = (first.max(rec.cursor)..=last).any(|r| self.intent.is_set(r));
+        pending.then_some(rec.source)
+    }
+
+    /// Counts a read error against the leg's budget; faults the leg past it.
+    /// Returns whether the leg should get the good data written back.
+    fn note_read_error(&self, leg: usize, e: &io::Error) -> bool {
+        if e.kind() == io::ErrorKind::TimedOut {
+            return false; // the monitor has dealt with the leg
+        }
+        let used = self.legs[leg].read_errors_budget_used.fetch_add(1, Relaxed) + 1;
+        if used > u64::from(self.cfg.read_error_budget) {
+            let _ = self.fault_leg(leg, FaultReason::ReadErrors { count: used as u32 });
+            return false;
+        }
+        true
+    }
+
+    fn repair_after_read(self: &Arc<Self>, failed: u32, good: usize, offset: u64, len: u64) {
+        for leg in 0..self.legs.len() {
+            if failed & (1 << leg) != 0 && self.legs[leg].is_in_sync() {
+                self.repair(leg, good, offset, len);
+            }
+        }
+    }
+
+    /// Rewrites `[offset, offset+len)` on `bad` with `good`'s data, under the
+    /// range lock and the write intent, so it races no host write.
+    fn repair(self: &Arc<Self>, bad: usize, good: usize, offset: u64, len: u64) {
+        let me = self.clone();
+        self.locks.lock(offset, offset + len, move |guard| {
+            let (first, last) = me.intent.regions(offset, len);
+            let m2 = me.clone();
+            me.intent.begin(first, last, Box::new(move |r| {
+                if r.is_err() {
+                    m2.intent.end(first, last);
+                    return drop(guard);
+                }
+                let m3 = m2.clone();
+                m2.legs[good].submit(Job::Read { offset, len: len as usize }, Box::new(move |r| {
+                    let Ok(LegOut::Data(data)) = r else {
+                        m3.intent.end(first, last);
+                        return drop(guard);
+                    };
+                    let m4 = m3.clone();
+                    m3.legs[bad].submit(Job::WriteOwned { offset, data }, Box::new(move |r| {
+                        match r {
+                            Ok(_) => m4.emit(Event::ReadRepaired { leg: bad, offset, len }),
+                            Err(e) => {
+                                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                                let _ = m4.fault_leg(bad, FaultReason::WriteError { errno });
+                            }
+                        }
+                        m4.intent.end(first, last);
+                        drop(guard);
+                    }));
+                }));
+            }));
+        });
+    }
+
+    // ---- writes ----
+
+    pub(super) fn write(self: &Arc<Self>, offset: u64, buf: Arc<dyn HostWriteBuf>, done: Done) {
+        self.locked_write(offset, Payload::Host(buf), done)
+    }
+
+    pub(super) fn unmap(self: &Arc<Self>, offset: u64, len: u64, done: Done) {
+        let writable: Vec<_> = self.legs.iter().filter(|l| l.takes_writes()).collect();
+        let all_discard = writable.iter().all(|l| l.backend.caps().discard_zeroes);
+        if !all_discard && !self.cfg.unmap_zero_fill {
+            // Some leg would keep its old data: do nothing anywhere rather
+            // than let the legs differ. SCSI allows an unmap to be a no-op.
+            return match self.check_range(offset, len) {
+                Ok(()) => done(Ok(())),
+                Err(e) => done(Err(e)),
+            };
+        }
+        self.locked_write(offset, Payload::Discard { len, zero_fill: self.cfg.unmap_zero_fill }, done)
+    }
+
+    pub(super) fn write_same(self: &Arc<Self>, offset: u64, len: u64, block: Arc<dyn HostWriteBuf>, done: Done) {
+        let bs = self.cfg.block_size as usize;
+        if block.len() != bs {
+            return done(Err(IoError::Unaligned { offset, len: block.len() as u64, block_size: bs as u32 }));
+        }
+        let mut pattern = vec![0u8; bs];
+        block.copy_out(0, &mut pattern);
+        if pattern.iter().all(|&b| b == 0) {
+            return self.locked_write(offset, Payload::Zero(len), done);
+        }
+        const CHUNK: u64 = 1 << 20;
+        let chunk_len = CHUNK.min(len) as usize;
+        let chunk: Vec<u8> = pattern.iter().copied().cycle().take(chunk_len).collect();
+        self.write_same_from(offset, offset + len, Arc::new(chunk), done);
+    }
+
+    fn write_same_from(self: &Arc<Self>, at: u64, end: u64, chunk: Arc<Vec<u8>>, done: Done) {
+        if at >= end {
+            return done(Ok(()));
+        }
+        let n = (end - at).min(chunk.len() as u64) as usize;
+        let piece: Arc<dyn HostWriteBuf> = if n == chunk.len() { chunk.clone() } else { Arc::new(chunk[..n].to_vec()) };
+        let me = self.clone();
+        self.locked_write(at, Payload::Host(piece), Box::new(move |r| match r {
+            Ok(()) => me.write_same_from(at + n as u64, end, chunk, done),
+            Err(e) => done(Err(e)),
+        }));
+    }
+
+    pub(super) fn compare_and_write(
+        self: &Arc<Self>,
+        offset: u64,
+        compare: Arc<dyn HostWriteBuf>,
+        data: Arc<dyn HostWriteBuf>,
+        done: Done,
+    ) {
+        let len = data.len() as u64;
+        if compare.len() != data.len() {
+            return done(Err(IoError::Unaligned { offset, len, block_size: self.cfg.block_size }));
+        }
+        if let Err(e) = self.check_range(offset, len) {
+            return done(Err(e));
+        }
+        self.note_host_io();
+        let me = self.clone();
+        self.locks.lock(offset, offset + len, move |guard| {
+            let current = Arc::new(Mutex::new(AlignedBuf::zeroed(len as usize)));
+            let sink = Box::new(SharedRead(current.clone()));
+            let m2 = me.clone();
+            me.read_from_legs(offset, sink, Box::new(move |r| {
+                if let Err(e) = r {
+                    return done(Err(e));
+                }
+                if let Some(at) = first_difference(&*compare, current.lock().as_slice()) {
+                    return done(Err(IoError::Miscompare { offset: at as u64 }));
+                }
+                m2.write_under(guard, offset, Payload::Host(data), done);
+            }), 0, 0, None);
+        });
+    }
+
+    fn locked_write(self: &Arc<Self>, offset: u64, payload: Payload, done: Done) {
+        let len = payload.len();
+        if let Err(e) = self.check_range(offset, len) {
+            return done(Err(e));
+        }
+        if len == 0 {
+            return done(Ok(()));
+        }
+        self.note_host_io();
+        let me = self.clone();
+        self.locks.lock(offset, offset + len, move |guard| me.write_under(guard, offset, payload, done));
+    }
+
+    /// With the range held: make the write intent durable, then fan out.
+    fn write_under(self: &Arc<Self>, guard: RangeGuard, offset: u64, payload: Payload, done: Done) {
+        let (first, last) = self.intent.regions(offset, payload.len());
+        let me = self.clone();
+        self.intent.begin(first, last, Box::new(move |r| match r {
+            Err(e) => {
+                me.intent.end(first, last);
+                drop(guard);
+                done(Err(IoError::Metadata(e)))
+            }
+            Ok(()) => me.fan_out(guard, (first, last), offset, payload, done),
+        }));
+    }
+
+    /// Sends the write to every leg that takes writes, in parallel.
+    fn fan_out(self: &Arc<Self>, guard: RangeGuard, regions: (u64, u64), offset: u64, payload: Payload, done: Done) {
+        let targets: Vec<(usize, bool)> =
+            self.legs.iter().filter(|l| l.takes_writes()).map(|l| (l.index, l.is_in_sync())).collect();
+        if !targets.iter().any(|&(_, in_sync)| in_sync) {
+            self.intent.end(regions.0, regions.1);
+            drop(guard);
+            return done(Err(IoError::NoLegInSync));
+        }
+        let fan = Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
+        let finish = Arc::new(Mutex::new(Some((guard, done))));
+        for (leg, was_in_sync) in targets {
+            let (me, fan, finish) = (self.clone(), fan.clone(), finish.clone());
+            let len = payload.len();
+            self.legs[leg].submit(payload.job(&self.legs[leg], offset), Box::new(move |r| {
+                let result = r.map(|_| ()).or_else(|e| match e.kind() {
+                    // A leg that cannot discard keeps its data: the unmap
+                    // policy made that safe before the fan-out.
+                    io::ErrorKind::Unsupported => Ok(()),
+                    _ => Err(e),
+                });
+                fan.results.lock().push(LegResult { leg, was_in_sync, result });
+                if fan.remaining.fetch_sub(1, AcqRel) == 1 {
+                    let (guard, done) = finish.lock().take().expect("finished once");
+                    let results = std::mem::take(&mut *fan.results.lock());
+                    let r = me.settle_write(&results, offset, len);
+                    me.intent.end(regions.0, regions.1);
+                    drop(guard);
+                    done(r);
+                }
+            }));
+        }
+    }
+
+    /// Decides a fanned-out write: it succeeded if any in-sync leg stored it,
+    /// and then every leg that failed it is faulted (durably, before the ack).
+    fn settle_write(&self, results: &[LegResult], offset: u64, len: u64) -> Result<(), IoError> {
+        let stored = results.iter().any(|r| r.was_in_sync && r.result.is_ok());
+        let mut last_err = None;
+        for r in results {
+            let Err(e) = &r.result else { continue };
+            let in_sync_now = self.legs[r.leg].is_in_sync();
+            if stored || !in_sync_now {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let reason = if r.was_in_sync {
+                    FaultReason::WriteError { errno }
+                } else {
+                    FaultReason::RebuildError { errno }
+                };
+                if let Err(super::transitions::Refused::Metadata(m)) = self.fault_leg(r.leg, reason) {
+                    return Err(IoError::Metadata(m));
+                }
+            }
+            last_err = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+        match (stored, last_err) {
+            (true, _) => Ok(()),
+            (false, Some(last)) => Err(IoError::WriteFailed { offset, len, last }),
+            (false, None) => Err(IoError::NoLegInSync),
+        }
+    }
+
+    // ---- flush ----
+
+    /// Flushes the legs written since their last flush. A leg whose flush
+    /// fails is re-armed and faulted if another in-sync leg flushed.
+    pub(super) fn flush(self: &Arc<Self>, done: Done) {
+        if self.shutting_down.load(Relaxed) {
+            return done(Err(IoError::ShuttingDown));
+        }
+        self.note_host_io();
+        let targets: Vec<(usize, bool)> = self
+            .legs
+            .iter()
+            .filter(|l| l.takes_writes() && l.needs_flush.swap(false, AcqRel))
+            .map(|l| (l.index, l.is_in_sync()))
+            .collect();
+        if targets.is_empty() {
+            return done(Ok(()));
+        }
+        let fan = Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
+        let done = Arc::new(Mutex::new(Some(done)));
+        for (leg, was_in_sync) in targets {
+            let (me, fan, done) = (self.clone(), fan.clone(), done.clone());
+            self.legs[leg].submit(Job::Flush, Box::new(move |r| {
+                if r.is_err() {
+                    me.legs[leg].needs_flush.store(true, Relaxed);
+                }
+                fan.results.lock().push(LegResult { leg, was_in_sync, result: r.map(|_| ()) });
+                if fan.remaining.fetch_sub(1, AcqRel) == 1 {
+                    let results = std::mem::take(&mut *fan.results.lock());
+                    let d = done.lock().take().expect("finished once");
+                    d(me.settle_flush(&results));
+                }
+            }));
+        }
+    }
+
+    fn settle_flush(&self, results: &[LegResult]) -> Result<(), IoError> {
+        let failed_in_sync = results.iter().filter(|r| r.was_in_sync && r.result.is_err()).count();
+        let some_in_sync_ok = self.in_sync_count() > failed_in_sync;
+        let mut last = None;
+        for r in results {
+            if let Err(e) = &r.result {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                if some_in_sync_ok || !r.was_in_sync {
+                    if let Err(super::transitions::Refused::Metadata(m)) =
+                        self.fault_leg(r.leg, FaultReason::FlushError { errno })
+                    {
+                        return Err(IoError::Metadata(m));
+                    }
+                }
+                last = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        match last {
+            Some(e) if !some_in_sync_ok => Err(IoError::FlushFailed(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A read target shared with the code that consumes it (compare-and-write).
+struct SharedRead(Arc<Mutex<AlignedBuf>>);
+
+impl HostReadBuf for SharedRead {
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+    fn fill_from(&mut self, src: &[u8]) {
+        self.0.lock().as_mut_slice().copy_from_slice(src);
+    }
+}
+
+/// The first byte at which `a` differs from `b` (same lengths).
+fn first_difference(a: &dyn HostWriteBuf, b: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for s in a.slices() {
+        if let Some(i) = s.iter().zip(&b[at..at + s.len()]).position(|(x, y)| x != y) {
+            return Some(at + i);
+        }
+        at += s.len();
+    }
+    None
+}

@@ -1,0 +1,225 @@
+//! A leg at run time: its backend, state, I/O threads and in-flight tickets.
+//!
+//! Every leg I/O carries a [`Ticket`]. Whoever resolves it first wins: the
+//! worker when the I/O returns, or the deadline monitor when it does not. A
+//! result that arrives after the monitor resolved the ticket is dropped (a
+//! "zombie"). The ticket stays in `inflight` until the I/O really returns, so
+//! a faulted leg with zombies is not brought back (and no region is resynced
+//! onto it) until the kernel has let go of every old I/O: a late write can
+//! then never land on a region that was already resynced.
+
+use crate::backend::Backend;
+use crate::buf::{AlignedBuf, HostWriteBuf};
+use crate::state::LegState;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a finished leg I/O hands back.
+pub(crate) enum LegOut {
+    Done,
+    Data(AlignedBuf),
+}
+
+pub(crate) type LegDone = Box<dyn FnOnce(io::Result<LegOut>) + Send>;
+
+/// One I/O for a leg.
+pub(crate) enum Job {
+    Read { offset: u64, len: usize },
+    Write { offset: u64, buf: Arc<dyn HostWriteBuf> },
+    WriteOwned { offset: u64, data: AlignedBuf },
+    Flush,
+    Discard { offset: u64, len: u64 },
+    Zero { offset: u64, len: u64 },
+}
+
+impl Job {
+    fn is_write(&self) -> bool {
+        matches!(self, Job::Write { .. } | Job::WriteOwned { .. } | Job::Discard { .. } | Job::Zero { .. })
+    }
+}
+
+pub(crate) struct Ticket {
+    pub started: Instant,
+    resolved: AtomicBool,
+    done: Mutex<Option<LegDone>>,
+}
+
+impl Ticket {
+    /// Delivers `r` unless someone already did; returns whether it was delivered.
+    pub fn resolve(&self, r: io::Result<LegOut>) -> bool {
+        if self.resolved.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return false;
+        }
+        if let Some(done) = self.done.lock().take() {
+            done(r);
+        }
+        true
+    }
+}
+
+/// Counters shown by `hamirrorctl status` and `metrics`.
+#[derive(Default)]
+pub(crate) struct LegStats {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub read_errors: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub latency_us_total: AtomicU64,
+    pub latency_samples: AtomicU64,
+}
+
+pub(crate) struct Leg {
+    pub index: usize,
+    pub path: String,
+    pub backend: Arc<dyn Backend>,
+    pub state: RwLock<LegState>,
+    pub needs_flush: AtomicBool,
+    /// Read errors since the leg was last brought in (the error budget).
+    pub read_errors_budget_used: AtomicU64,
+    /// Where the last read on this leg ended, to keep sequential streams here.
+    pub last_read_end: AtomicU64,
+    pub stats: LegStats,
+    tx: Sender<(u64, Arc<Ticket>, Job)>,
+    inflight: Mutex<HashMap<u64, Arc<Ticket>>>,
+    next_id: AtomicU64,
+}
+
+impl Leg {
+    pub fn new(index: usize, backend: Arc<dyn Backend>, state: LegState, threads: usize) -> io::Result<Arc<Leg>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let leg = Arc::new(Leg {
+            index,
+            path: backend.name().to_owned(),
+            backend,
+            state: RwLock::new(state),
+            needs_flush: AtomicBool::new(false),
+            read_errors_budget_used: AtomicU64::new(0),
+            last_read_end: AtomicU64::new(u64::MAX),
+            stats: LegStats::default(),
+            tx,
+            inflight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        });
+        for t in 0..threads {
+            let (leg, rx) = (Arc::downgrade(&leg), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("hm-leg{index}-{t}"))
+                .spawn(move || worker(leg, rx))?;
+        }
+        Ok(leg)
+    }
+
+    /// Queues `job`; `done` gets its result, or a timeout from the monitor.
+    pub fn submit(&self, job: Job, done: LegDone) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let ticket = Arc::new(Ticket {
+            started: Instant::now(),
+            resolved: AtomicBool::new(false),
+            done: Mutex::new(Some(done)),
+        });
+        if job.is_write() {
+            self.needs_flush.store(true, Relaxed);
+        }
+        self.inflight.lock().insert(id, ticket.clone());
+        if let Err(e) = self.tx.send((id, ticket, job)) {
+            // Workers are gone: the volume is being torn down.
+            let (_, t, _) = e.into_inner();
+            self.inflight.lock().remove(&id);
+            t.resolve(Err(io::Error::new(io::ErrorKind::BrokenPipe, "leg closed")));
+        }
+    }
+
+    /// I/Os submitted and not yet returned by the kernel (including zombies).
+    pub fn inflight(&self) -> usize {
+        self.inflight.lock().len()
+    }
+
+    /// The age of the oldest unresolved I/O.
+    pub fn oldest_unresolved(&self) -> Option<Instant> {
+        self.inflight
+            .lock()
+            .values()
+            .filter(|t| !t.resolved.load(Relaxed))
+            .map(|t| t.started)
+            .min()
+    }
+
+    /// Resolves every unresolved I/O with `TimedOut` (after the leg was faulted).
+    pub fn abandon_inflight(&self) {
+        let tickets: Vec<_> = self.inflight.lock().values().cloned().collect();
+        for t in tickets {
+            t.resolve(Err(io::Error::new(io::ErrorKind::TimedOut, "leg I/O timed out")));
+        }
+    }
+
+    pub fn state(&self) -> LegState {
+        self.state.read().clone()
+    }
+
+    pub fn is_in_sync(&self) -> bool {
+        self.state.read().is_in_sync()
+    }
+
+    pub fn takes_writes(&self) -> bool {
+        self.state.read().takes_writes()
+    }
+
+    fn run(&self, job: Job) -> io::Result<LegOut> {
+        let b = &*self.backend;
+        match job {
+            Job::Read { offset, len } => {
+                let mut buf = AlignedBuf::zeroed(len);
+                b.read_at(buf.as_mut_slice(), offset)?;
+                self.count(&self.stats.reads, &self.stats.read_bytes, len);
+                Ok(LegOut::Data(buf))
+            }
+            Job::Write { offset, buf } => {
+                b.write_vectored_at(&buf.slices(), offset)?;
+                self.count(&self.stats.writes, &self.stats.write_bytes, buf.len());
+                Ok(LegOut::Done)
+            }
+            Job::WriteOwned { offset, data } => {
+                b.write_vectored_at(&[IoSlice::new(data.as_slice())], offset)?;
+                self.count(&self.stats.writes, &self.stats.write_bytes, data.len());
+                Ok(LegOut::Done)
+            }
+            Job::Flush => b.flush().map(|_| LegOut::Done),
+            Job::Discard { offset, len } => b.discard(offset, len).map(|_| LegOut::Done),
+            Job::Zero { offset, len } => b.write_zeroes(offset, len).map(|_| LegOut::Done),
+        }
+    }
+
+    fn count(&self, ops: &AtomicU64, bytes: &AtomicU64, n: usize) {
+        ops.fetch_add(1, Relaxed);
+        bytes.fetch_add(n as u64, Relaxed);
+    }
+}
+
+fn worker(leg: std::sync::Weak<Leg>, rx: Receiver<(u64, Arc<Ticket>, Job)>) {
+    while let Ok((id, ticket, job)) = rx.recv() {
+        let Some(leg) = leg.upgrade() else { return };
+        let was_write = job.is_write();
+        let result = leg.run(job);
+        let us = ticket.started.elapsed().as_micros() as u64;
+        leg.stats.latency_us_total.fetch_add(us, Relaxed);
+        leg.stats.latency_samples.fetch_add(1, Relaxed);
+        if result.is_err() {
+            let c = if was_write { &leg.stats.write_errors } else { &leg.stats.read_errors };
+            c.fetch_add(1, Relaxed);
+        }
+        if was_write && result.is_err() {
+            // A failed write leaves the leg's cache state unknown.
+            leg.needs_flush.store(true, Relaxed);
+        }
+        leg.inflight.lock().remove(&id);
+        ticket.resolve(result);
+    }
+}

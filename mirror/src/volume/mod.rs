@@ -1,0 +1,195 @@
+//! A mirrored volume: the public handle and the state its threads share.
+//!
+//! Host I/O enters through [`Volume`]'s asynchronous methods (`io.rs`), which
+//! never block the caller; leg I/O runs on each leg's threads (`leg.rs`).
+//! Three more threads per volume: the metadata writer (`intent.rs`), the
+//! monitor that enforces deadlines, brings legs back and clears idle bitmap
+//! regions (`monitor.rs`), and the resync worker (`resync.rs`).
+
+mod admin;
+mod intent;
+mod io;
+mod leg;
+mod monitor;
+mod open;
+mod rangelock;
+mod resync;
+mod status;
+mod transitions;
+
+pub use admin::AdminError;
+pub use status::{LegStatus, ResyncStatus, VolumeStatus};
+
+use crate::buf::{HostReadBuf, HostWriteBuf};
+use crate::config::VolumeConfig;
+use crate::error::{IoError, OpenError};
+use crate::event::{Event, Stamped};
+use crate::meta::Header;
+use intent::Intent;
+use leg::Leg;
+use parking_lot::{Condvar, Mutex};
+use rangelock::RangeLock;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Called exactly once per host I/O, from any thread (possibly inline).
+pub type Done = Box<dyn FnOnce(Result<(), IoError>) + Send>;
+/// Receives every [`Event`] as it happens (the handler logs them).
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+const EVENT_HISTORY: usize = 256;
+
+/// A handle to an open volume. Cheap to clone; [`Volume::shutdown`] stops it.
+#[derive(Clone)]
+pub struct Volume {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    cfg: VolumeConfig,
+    legs: Vec<Arc<Leg>>,
+    locks: Arc<RangeLock>,
+    intent: Arc<Intent>,
+    /// The metadata header; its lock also serialises leg state changes.
+    header: Mutex<Header>,
+    events: Mutex<VecDeque<Stamped>>,
+    sink: EventSink,
+    shutting_down: AtomicBool,
+    started: Instant,
+    /// Milliseconds since `started` of the last host I/O (resync yields to it).
+    last_host_io_ms: AtomicU64,
+    recovery: Mutex<Option<Recovery>>,
+    resync: Mutex<resync::Progress>,
+    resync_wake: Condvar,
+    /// Bytes copied by every resync since open (status, tests, benchmarks).
+    resync_bytes: AtomicU64,
+    faults: Mutex<Vec<monitor::FaultHistory>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Crash recovery in progress: regions at or past `cursor` whose bits are
+/// set may differ between legs and are read from `source` only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Recovery {
+    source: usize,
+    cursor: u64,
+}
+
+impl Volume {
+    /// Opens (or, with no metadata yet, creates) the volume described by `cfg`.
+    pub fn open(cfg: VolumeConfig, sink: EventSink) -> Result<Volume, OpenError> {
+        open::open(cfg, sink, None).map(|inner| Volume { inner })
+    }
+
+    /// Like [`open`](Self::open), with scripted faults in front of every leg.
+    pub fn open_with_faults(
+        cfg: VolumeConfig,
+        sink: EventSink,
+        faults: Arc<crate::backend::fault::FaultInjector>,
+    ) -> Result<Volume, OpenError> {
+        open::open(cfg, sink, Some(faults)).map(|inner| Volume { inner })
+    }
+
+    pub fn config(&self) -> &VolumeConfig {
+        &self.inner.cfg
+    }
+
+    pub fn size(&self) -> u64 {
+        self.inner.cfg.size
+    }
+
+    pub fn read(&self, offset: u64, buf: Box<dyn HostReadBuf>, done: Done) {
+        self.inner.read(offset, buf, done)
+    }
+
+    pub fn write(&self, offset: u64, buf: Arc<dyn HostWriteBuf>, done: Done) {
+        self.inner.write(offset, buf, done)
+    }
+
+    pub fn flush(&self, done: Done) {
+        self.inner.flush(done)
+    }
+
+    pub fn unmap(&self, offset: u64, len: u64, done: Done) {
+        self.inner.unmap(offset, len, done)
+    }
+
+    /// Writes `len` bytes at `offset`, repeating the one-block `block`.
+    pub fn write_same(&self, offset: u64, len: u64, block: Arc<dyn HostWriteBuf>, done: Done) {
+        self.inner.write_same(offset, len, block, done)
+    }
+
+    /// Atomically: if the data at `offset` equals `compare`, writes `data`
+    /// there; otherwise fails with [`IoError::Miscompare`] and writes nothing.
+    pub fn compare_and_write(
+        &self,
+        offset: u64,
+        compare: Arc<dyn HostWriteBuf>,
+        data: Arc<dyn HostWriteBuf>,
+        done: Done,
+    ) {
+        self.inner.compare_and_write(offset, compare, data, done)
+    }
+
+    pub fn status(&self) -> VolumeStatus {
+        self.inner.status()
+    }
+
+    /// The most recent events, oldest first.
+    pub fn events(&self) -> Vec<Stamped> {
+        self.inner.events.lock().iter().cloned().collect()
+    }
+
+    /// Bytes copied by resyncs since the volume was opened.
+    pub fn resync_bytes(&self) -> u64 {
+        self.inner.resync_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Blocks until no resync or crash recovery is pending (or `timeout`).
+    pub fn wait_resync_idle(&self, timeout: std::time::Duration) -> bool {
+        self.inner.wait_resync_idle(timeout)
+    }
+
+    /// Stops cleanly: waits for host I/O to drain, flushes the legs, clears
+    /// the bitmap where every leg is in sync and marks the metadata clean.
+    pub fn shutdown(&self) {
+        self.inner.shutdown()
+    }
+
+    /// Stops the threads without cleaning up, as a crash would (tests).
+    pub fn abandon(&self) {
+        self.inner.stop_threads();
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: Event) {
+        (self.sink)(&event);
+        let mut ev = self.events.lock();
+        if ev.len() == EVENT_HISTORY {
+            ev.pop_front();
+        }
+        ev.push_back(Stamped::now(event));
+    }
+
+    fn note_host_io(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_host_io_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn host_idle_for_ms(&self) -> u64 {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_host_io_ms.load(Ordering::Relaxed))
+    }
+
+    fn in_sync_count(&self) -> usize {
+        self.legs.iter().filter(|l| l.is_in_sync()).count()
+    }
+}

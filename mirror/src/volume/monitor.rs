@@ -1,0 +1,236 @@
+//! The volume's housekeeping: I/O deadlines, automatic failback with
+//! hysteresis, lazy clearing of the write-intent bitmap, and the lifecycle of
+//! the volume's threads.
+
+use super::leg::{Job, LegOut};
+use super::Inner;
+use crate::event::Event;
+use crate::state::{FaultReason, LegState};
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Recent faults of one leg, for flap detection and failback back-off.
+#[derive(Clone, Default)]
+pub(crate) struct FaultHistory {
+    faults: Vec<Instant>,
+    retry_at: Option<Instant>,
+    warned_slow: bool,
+}
+
+impl Inner {
+    pub(super) fn start_threads(self: &Arc<Self>) -> io::Result<()> {
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(format!("hm-{name}")).spawn(f)
+        };
+        let mut t = self.threads.lock();
+        let intent = self.intent.clone();
+        t.push(spawn("meta", Box::new(move || intent.run()))?);
+        let me = self.clone();
+        t.push(spawn("monitor", Box::new(move || me.monitor_loop()))?);
+        let me = self.clone();
+        t.push(spawn("cleaner", Box::new(move || me.cleaner_loop()))?);
+        let me = self.clone();
+        t.push(spawn("resync", Box::new(move || me.resync_loop()))?);
+        Ok(())
+    }
+
+    pub(super) fn stop_threads(&self) {
+        self.shutting_down.store(true, Relaxed);
+        self.resync_wake.notify_all();
+        self.intent.stop();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    pub(super) fn shutdown(self: &Arc<Self>) {
+        if self.shutting_down.swap(true, Relaxed) {
+            return;
+        }
+        self.resync_wake.notify_all();
+        // Wait for host I/O and resync copies to drain (bounded by the deadline).
+        let until = Instant::now() + self.cfg.io_timeout() * 2;
+        while self.locks.held() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let all_in_sync = self.legs.iter().all(|l| l.is_in_sync());
+        if all_in_sync && self.recovery.lock().is_none() && self.flush_all_legs() {
+            let idle = self.intent.idle_regions(Duration::ZERO);
+            self.intent.clear_idle(&idle);
+            self.intent.clear_unheld(0, self.intent.len().saturating_sub(1));
+        }
+        let synced = self.intent.sync().is_ok();
+        self.stop_threads();
+        if synced {
+            if let Err(e) = self.record_clean(true) {
+                log::error!("{}: could not mark the metadata clean: {e}", self.cfg.name);
+            }
+        }
+    }
+
+    fn tick(&self) -> Duration {
+        (self.cfg.io_timeout() / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
+    fn monitor_loop(self: Arc<Self>) {
+        while !self.shutting_down.load(Relaxed) {
+            std::thread::sleep(self.tick());
+            for leg in 0..self.legs.len() {
+                self.enforce_deadline(leg);
+                self.maybe_fail_back(leg);
+            }
+        }
+    }
+
+    /// Faults a leg whose oldest I/O missed the deadline and completes its
+    /// I/Os from the other legs. The last in-sync leg is only reported.
+    fn enforce_deadline(&self, leg: usize) {
+        let l = &self.legs[leg];
+        let Some(oldest) = l.oldest_unresolved() else {
+            self.faults.lock()[leg].warned_slow = false;
+            return;
+        };
+        let age = oldest.elapsed();
+        if age < self.cfg.io_timeout() {
+            return;
+        }
+        if !l.takes_writes() {
+            // A probe on a leg already out: just let its caller go.
+            l.abandon_inflight();
+            return;
+        }
+        if l.is_in_sync() && self.in_sync_count() == 1 {
+            // The last in-sync leg is never failed for slowness: wait.
+            if age >= Duration::from_millis(self.cfg.last_leg_grace_ms)
+                && !std::mem::replace(&mut self.faults.lock()[leg].warned_slow, true)
+            {
+                self.emit(Event::LastLegSlow { leg, waited_ms: age.as_millis() as u64 });
+            }
+            return;
+        }
+        l.stats.timeouts.fetch_add(1, Relaxed);
+        let ms = self.cfg.io_timeout_ms;
+        match self.fault_leg(leg, FaultReason::Timeout { ms }) {
+            Ok(()) => l.abandon_inflight(),
+            Err(e) => log::warn!("{}: leg {leg} timed out but stays: {e:?}", self.cfg.name),
+        }
+    }
+
+    /// Counts a fault; a leg that faults `flap_limit` times within the window
+    /// is flapping and waits for the administrator.
+    pub(super) fn flapping_or(&self, leg: usize, reason: FaultReason) -> FaultReason {
+        let f = &self.faults.lock()[leg];
+        let window = Duration::from_secs(self.cfg.flap_window_s);
+        let recent = f.faults.iter().filter(|t| t.elapsed() < window).count() as u32 + 1;
+        if recent >= self.cfg.flap_limit && reason.is_recoverable() {
+            return FaultReason::Flapping { faults: recent };
+        }
+        reason
+    }
+
+    pub(super) fn note_fault(&self, leg: usize) {
+        let mut all = self.faults.lock();
+        let f = &mut all[leg];
+        let window = Duration::from_secs(self.cfg.flap_window_s);
+        f.faults.retain(|t| t.elapsed() < window);
+        f.faults.push(Instant::now());
+        let backoff = 1u32 << (f.faults.len().min(8) - 1);
+        f.retry_at = Some(Instant::now() + Duration::from_millis(self.cfg.failback_delay_ms) * backoff);
+    }
+
+    pub(super) fn forget_faults(&self, leg: usize) {
+        self.faults.lock()[leg] = FaultHistory::default();
+    }
+
+    /// Brings a leg back after a recoverable fault once its retry time came,
+    /// the kernel returned all its old I/Os, and a probe read succeeds.
+    fn maybe_fail_back(&self, leg: usize) {
+        let l = &self.legs[leg];
+        let LegState::Faulted(reason) = l.state() else { return };
+        if !self.cfg.auto_failback || !reason.is_recoverable() || l.inflight() > 0 {
+            return;
+        }
+        let due = self.faults.lock()[leg].retry_at.is_none_or(|t| Instant::now() >= t);
+        if !due {
+            return;
+        }
+        if !self.probe(leg) {
+            self.note_fault_retry(leg);
+            return;
+        }
+        log::info!("{}: leg {leg} answers again; resyncing it", self.cfg.name);
+        l.read_errors_budget_used.store(0, Relaxed);
+        let _ = self.change_state(leg, LegState::Rebuilding, |s| matches!(s, LegState::Faulted(_)));
+    }
+
+    fn note_fault_retry(&self, leg: usize) {
+        let mut all = self.faults.lock();
+        let f = &mut all[leg];
+        let backoff = 1u32 << f.faults.len().clamp(1, 8);
+        f.retry_at = Some(Instant::now() + Duration::from_millis(self.cfg.failback_delay_ms) * backoff);
+    }
+
+    /// Reads the first block and writes it back: the leg must do both.
+    fn probe(&self, leg: usize) -> bool {
+        let bs = self.cfg.block_size as usize;
+        let data = match self.leg_io_wait(leg, Job::Read { offset: 0, len: bs }) {
+            Ok(LegOut::Data(d)) => d,
+            _ => return false,
+        };
+        // Block 0 is stale on a faulted leg anyway; rewriting it proves writes work
+        // and changes nothing the resync will not overwrite.
+        self.leg_io_wait(leg, Job::WriteOwned { offset: 0, data }).is_ok()
+            && self.leg_io_wait(leg, Job::Flush).is_ok()
+    }
+
+    /// Runs one leg I/O and waits for it (monitor, cleaner and resync threads
+    /// only; the deadline applies, so this returns within it).
+    pub(super) fn leg_io_wait(&self, leg: usize, job: Job) -> io::Result<LegOut> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
+        let limit = self.cfg.io_timeout() + Duration::from_millis(self.cfg.last_leg_grace_ms) + Duration::from_secs(1);
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "leg I/O timed out")),
+        }
+    }
+
+    /// Flushes every leg that needs it; false if any in-sync leg failed.
+    pub(super) fn flush_all_legs(&self) -> bool {
+        let mut ok = true;
+        for l in &self.legs {
+            if !l.takes_writes() || !l.needs_flush.swap(false, Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.leg_io_wait(l.index, Job::Flush) {
+                l.needs_flush.store(true, Relaxed);
+                ok = false;
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let _ = self.fault_leg(l.index, FaultReason::FlushError { errno });
+            }
+        }
+        ok
+    }
+
+    /// Clears bits of idle regions, after flushing the legs, while every leg
+    /// is in sync and nothing is being resynced.
+    fn cleaner_loop(self: Arc<Self>) {
+        let delay = Duration::from_millis(self.cfg.bitmap_clear_delay_ms);
+        let tick = (delay / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        while !self.shutting_down.load(Relaxed) {
+            std::thread::sleep(tick);
+            let all_in_sync = self.legs.iter().all(|l| l.is_in_sync());
+            if !all_in_sync || self.recovery.lock().is_some() {
+                continue;
+            }
+            let idle = self.intent.idle_regions(delay);
+            if idle.is_empty() || !self.flush_all_legs() {
+                continue;
+            }
+            self.intent.clear_idle(&idle);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Opening a volume: legs, metadata, trust, and the threads.
+//!
+//! Every check that can refuse runs before anything is written, so a refused
+//! open changes nothing on any leg or metadata copy (invariant 7).
+
+use super::intent::Intent;
+use super::leg::Leg;
+use super::rangelock::RangeLock;
+use super::{resync, EventSink, Inner, Recovery};
+use crate::backend::fault::{FaultInjector, FaultyBackend};
+use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
+use crate::backend::{Backend, LegIdentity};
+use crate::config::{InitialSync, VolumeConfig};
+use crate::error::OpenError;
+use crate::event::Event;
+use crate::meta::{CopyNote, Header, LegRecord, MetaStore, Opened, Probe, RecordedState};
+use crate::state::{FaultReason, LegState};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) fn open(
+    cfg: VolumeConfig,
+    sink: EventSink,
+    faults: Option<Arc<FaultInjector>>,
+) -> Result<Arc<Inner>, OpenError> {
+    cfg.validate()?;
+    check_metadata_paths(&cfg)?;
+    let backends = open_legs(&cfg, faults)?;
+    let opened = match MetaStore::probe(&cfg.metadata)? {
+        Probe::Absent => create_metadata(&cfg, &backends)?,
+        Probe::Present => MetaStore::open(&cfg.metadata)?,
+    };
+    let Opened { store, mut header, bitmap, notes } = opened;
+    check_header(&cfg, &header)?;
+    let states = trusted_states(&cfg, &header, &backends)?;
+    let unclean = !header.clean;
+    apply_states(&mut header, &states, &cfg);
+    header.clean = false;
+    header.generation += 1;
+    store.write_header(&header)?;
+
+    let store = Arc::new(store);
+    let intent = Intent::new(store.clone(), bitmap, header.region_size);
+    let mut legs = Vec::new();
+    for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
+        legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
+    }
+    let recovery = crash_recovery(&cfg, unclean, &intent, &legs);
+    let inner = Arc::new(Inner {
+        faults: Mutex::new(vec![Default::default(); legs.len()]),
+        cfg,
+        legs,
+        locks: RangeLock::new(),
+        intent,
+        header: Mutex::new(header),
+        events: Mutex::new(VecDeque::new()),
+        sink,
+        shutting_down: AtomicBool::new(false),
+        started: Instant::now(),
+        last_host_io_ms: AtomicU64::new(0),
+        recovery: Mutex::new(recovery),
+        resync: Mutex::new(resync::Progress::default()),
+        resync_wake: Condvar::new(),
+        resync_bytes: AtomicU64::new(0),
+        threads: Mutex::new(Vec::new()),
+    });
+    for note in notes {
+        inner.emit(note_event(note));
+    }
+    inner.start_threads().map_err(OpenError::Spawn)?;
+    Ok(inner)
+}
+
+fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> {
+    let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    for m in &cfg.metadata {
+        if cfg.legs.iter().any(|l| canon(&l.path) == canon(m)) {
+            return Err(OpenError::MetadataIsLeg { path: m.clone() });
+        }
+    }
+    Ok(())
+}
+
+fn open_legs(cfg: &VolumeConfig, faults: Option<Arc<FaultInjector>>) -> Result<Vec<Arc<dyn Backend>>, OpenError> {
+    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
+    for (i, leg) in cfg.legs.iter().enumerate() {
+        let path = leg.path.clone();
+        let mode = OpenMode { direct_io: cfg.leg_direct_io(i), sync_writes: !cfg.write_cache };
+        let b = FileBackend::open(&path, mode).map_err(|e| match e {
+            LegOpenError::Missing => OpenError::LegMissing { leg: i, path: path.clone() },
+            LegOpenError::NotStorage => OpenError::LegNotStorage { leg: i, path: path.clone() },
+            LegOpenError::Busy => duplicate_or_busy(&out, i, &path),
+            LegOpenError::Open(source) => OpenError::LegOpen { leg: i, path: path.clone(), source },
+        })?;
+        if let Some(other) = out.iter().position(|o| o.identity() == b.identity()) {
+            return Err(OpenError::LegDuplicate { leg: i, other, path });
+        }
+        if b.size() < cfg.size {
+            return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need: cfg.size });
+        }
+        let b: Arc<dyn Backend> = match &faults {
+            Some(f) => Arc::new(FaultyBackend::new(i, Box::new(b), f.clone())),
+            None => Arc::new(b),
+        };
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// A leg that is busy because an earlier leg of this very volume holds it is
+/// a duplicate, not someone else's.
+fn duplicate_or_busy(opened: &[Arc<dyn Backend>], leg: usize, path: &std::path::Path) -> OpenError {
+    let id = std::fs::metadata(path).ok().map(|m| LegIdentity::of(&m));
+    match id.and_then(|id| opened.iter().position(|o| *o.identity() == id)) {
+        Some(other) => OpenError::LegDuplicate { leg, other, path: path.to_owned() },
+        None => OpenError::LegBusy { leg, path: path.to_owned() },
+    }
+}
+
+fn create_metadata(cfg: &VolumeConfig, legs: &[Arc<dyn Backend>]) -> Result<Opened, OpenError> {
+    let records = legs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let fresh = cfg.initial_sync == InitialSync::None || i == cfg.source.unwrap_or(0);
+            LegRecord {
+                identity: b.identity().as_str().to_owned(),
+                path: b.name().to_owned(),
+                state: if fresh { RecordedState::InSync } else { RecordedState::Rebuilding { full: true } },
+                reason: String::new(),
+                in_sync_generation: 1,
+                rebuild_cursor: 0,
+            }
+        })
+        .collect();
+    let header = Header {
+        volume_id: crate::meta::random_id().map_err(|source| {
+            OpenError::Meta(crate::meta::MetaError::Io { path: "/dev/urandom".into(), source })
+        })?,
+        name: cfg.name.clone(),
+        size: cfg.size,
+        block_size: cfg.block_size,
+        region_size: cfg.region_size,
+        generation: 1,
+        clean: true,
+        legs: records,
+    };
+    Ok(MetaStore::create(&cfg.metadata, &header)?)
+}
+
+fn check_header(cfg: &VolumeConfig, h: &Header) -> Result<(), OpenError> {
+    let mismatch = |what: String| Err(OpenError::Mismatch { what });
+    if h.legs.len() != cfg.legs.len() {
+        return mismatch(format!(
+            "the metadata records {} legs, the configuration lists {}",
+            h.legs.len(),
+            cfg.legs.len()
+        ));
+    }
+    if h.size != cfg.size {
+        return mismatch(format!("the metadata records {} bytes, the LUN is {} bytes", h.size, cfg.size));
+    }
+    if h.block_size != cfg.block_size {
+        return mismatch(format!("block size {} recorded, {} configured", h.block_size, cfg.block_size));
+    }
+    Ok(())
+}
+
+/// Which legs can be trusted, from the metadata and the legs' identities.
+fn trusted_states(cfg: &VolumeConfig, h: &Header, legs: &[Arc<dyn Backend>]) -> Result<Vec<LegState>, OpenError> {
+    let same: Vec<bool> = legs.iter().zip(&h.legs).map(|(b, r)| b.identity().as_str() == r.identity).collect();
+    if !same.iter().any(|&s| s) {
+        return Err(OpenError::Mismatch {
+            what: "none of the configured legs is a leg this metadata records: it belongs to another volume".into(),
+        });
+    }
+    if let Some(s) = cfg.source {
+        let r = &h.legs[s];
+        if !same[s] || r.state != RecordedState::InSync || r.in_sync_generation != h.generation {
+            return Err(OpenError::Mismatch {
+                what: format!(
+                    "source={s}: leg {s} ({}) is not recorded in sync at the last generation ({}); \
+                     it missed writes the other legs took and cannot be the source",
+                    r.path, r.reason
+                ),
+            });
+        }
+        return Ok((0..legs.len()).map(|i| if i == s { LegState::InSync } else { LegState::Rebuilding }).collect());
+    }
+    if let Some(i) = same.iter().position(|&s| !s) {
+        return Err(OpenError::Mismatch {
+            what: format!(
+                "leg {i} ({}) is not the storage the metadata records (recorded {}, found {}); \
+                 if it was replaced on purpose, open once with source=N naming a good leg",
+                legs[i].name(),
+                h.legs[i].identity,
+                legs[i].identity()
+            ),
+        });
+    }
+    let states: Vec<LegState> = h
+        .legs
+        .iter()
+        .map(|r| match r.state {
+            RecordedState::InSync if r.in_sync_generation == h.generation => LegState::InSync,
+            RecordedState::InSync => LegState::Faulted(FaultReason::Recorded { detail: "stale generation".into() }),
+            RecordedState::Faulted => LegState::Faulted(FaultReason::Recorded { detail: r.reason.clone() }),
+            RecordedState::Rebuilding { .. } => LegState::Rebuilding,
+            RecordedState::Offline => LegState::Offline,
+        })
+        .collect();
+    if !states.iter().any(LegState::is_in_sync) {
+        return Err(OpenError::NoTrustedLeg);
+    }
+    Ok(states)
+}
+
+fn apply_states(h: &mut Header, states: &[LegState], cfg: &VolumeConfig) {
+    for (i, (r, s)) in h.legs.iter_mut().zip(states).enumerate() {
+        if cfg.source.is_some() && cfg.source != Some(i) {
+            r.state = RecordedState::Rebuilding { full: true };
+            r.rebuild_cursor = 0;
+        } else if let LegState::InSync = s {
+            r.state = RecordedState::InSync;
+        }
+    }
+    let next = h.generation + 1;
+    for r in h.legs.iter_mut().filter(|r| r.state == RecordedState::InSync) {
+        r.in_sync_generation = next;
+    }
+}
+
+/// After an unclean stop, the regions in the bitmap may differ between legs:
+/// copy them from one in-sync leg to the others, reading from it meanwhile.
+fn crash_recovery(cfg: &VolumeConfig, unclean: bool, intent: &Intent, legs: &[Arc<Leg>]) -> Option<Recovery> {
+    if !unclean || intent.count_set() == 0 {
+        return None;
+    }
+    let source = cfg.source.unwrap_or_else(|| legs.iter().position(|l| l.is_in_sync()).unwrap_or(0));
+    Some(Recovery { source, cursor: 0 })
+}
+
+fn note_event(note: CopyNote) -> Event {
+    match note {
+        CopyNote::Repaired { copy, path, .. } => Event::MetadataCopyRepaired { copy, path: path.display().to_string() },
+        CopyNote::Lost { copy, path, error } => Event::MetadataCopyLost { copy, path: path.display().to_string(), error },
+        CopyNote::PagesLost { pages } => Event::MetadataCopyLost {
+            copy: usize::MAX,
+            path: String::new(),
+            error: format!("{pages} bitmap pages unreadable in every copy; their regions will be resynced"),
+        },
+    }
+}

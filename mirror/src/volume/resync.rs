@@ -1,0 +1,238 @@
+//! Resync: crash recovery, difference resync and full rebuilds.
+//!
+//! One region at a time, under the range lock against host writes: read it
+//! from an in-sync leg, write it to the targets. Progress (a cursor) is
+//! recorded in the metadata after the target flushed, so a restart continues
+//! where it stopped. The rate is capped at `resync_max_mib_s` and drops to
+//! `resync_min_mib_s` while the host is busy.
+
+use super::leg::{Job, LegOut};
+use super::{Inner, Recovery};
+use crate::event::{Event, ResyncKind};
+use crate::state::{FaultReason, LegState};
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the resync worker is doing, for status.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Progress {
+    pub leg: Option<usize>,
+    pub kind: Option<ResyncKind>,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub started: Option<std::time::SystemTime>,
+    pub paused: bool,
+    /// Overrides `resync_max_mib_s` when set by the administrator.
+    pub max_mib_s: Option<u64>,
+}
+
+/// How often progress is made durable.
+const CHECKPOINT: Duration = Duration::from_secs(1);
+/// The host counts as busy if it did I/O this recently.
+const HOST_BUSY_MS: u64 = 200;
+
+enum Step {
+    Copied(u64),
+    TargetFailed,
+    SourceFailed,
+    Stopped,
+}
+
+impl Inner {
+    pub(super) fn resync_loop(self: Arc<Self>) {
+        while !self.shutting_down.load(Relaxed) {
+            if self.recovery.lock().is_some() {
+                self.run_recovery();
+            } else if let Some(leg) = self.legs.iter().position(|l| l.state() == LegState::Rebuilding) {
+                self.rebuild(leg);
+            } else {
+                let mut p = self.resync.lock();
+                *p = Progress { paused: p.paused, max_mib_s: p.max_mib_s, ..Progress::default() };
+                self.resync_wake.wait_for(&mut p, Duration::from_millis(500));
+            }
+        }
+    }
+
+    pub(super) fn wait_resync_idle(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            let busy = self.recovery.lock().is_some() || self.legs.iter().any(|l| l.state() == LegState::Rebuilding);
+            if !busy {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn begin_progress(&self, leg: usize, kind: ResyncKind, total: u64) {
+        let mut p = self.resync.lock();
+        p.leg = Some(leg);
+        p.kind = Some(kind);
+        p.done_bytes = 0;
+        p.total_bytes = total;
+        p.started = Some(std::time::SystemTime::now());
+        drop(p);
+        self.emit(Event::ResyncStarted { leg, kind, total_bytes: total });
+    }
+
+    /// Makes the bitmap's regions equal on every leg, from the source.
+    fn run_recovery(self: &Arc<Self>) {
+        let Some(Recovery { source, .. }) = *self.recovery.lock() else { return };
+        let targets: Vec<usize> = (0..self.legs.len()).filter(|&i| i != source && self.legs[i].takes_writes()).collect();
+        let total = self.intent.count_set() * self.intent.region_bytes();
+        self.begin_progress(source, ResyncKind::CrashRecovery, total);
+        let t0 = Instant::now();
+        let mut copied = 0;
+        let mut cursor = 0;
+        while let Some(r) = self.intent.next_set(cursor) {
+            match self.copy_region(r, Some(source), &targets) {
+                Step::Copied(n) => copied += n,
+                Step::TargetFailed => {}
+                Step::SourceFailed => {
+                    // Another in-sync leg takes over as the source.
+                    let next = self.legs.iter().position(|l| l.is_in_sync() && l.index != source);
+                    *self.recovery.lock() = next.map(|s| Recovery { source: s, cursor: r });
+                    return;
+                }
+                Step::Stopped => return,
+            }
+            cursor = r + 1;
+            self.recovery.lock().as_mut().map(|rec| rec.cursor = cursor);
+        }
+        let _ = self.flush_all_legs();
+        *self.recovery.lock() = None;
+        self.emit(Event::ResyncFinished {
+            leg: source,
+            kind: ResyncKind::CrashRecovery,
+            copied_bytes: copied,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+
+    /// Brings a rebuilding leg in sync: the bitmap's regions (difference) or
+    /// every region (full), from the recorded cursor on.
+    fn rebuild(self: &Arc<Self>, leg: usize) {
+        let (mut cursor, full) = self.recorded_rebuild(leg);
+        let kind = if full { ResyncKind::Full } else { ResyncKind::Difference };
+        let regions = self.intent.len();
+        let total = if full {
+            (regions - cursor.min(regions)) * self.intent.region_bytes()
+        } else {
+            (cursor..regions).filter(|&r| self.intent.is_set(r)).count() as u64 * self.intent.region_bytes()
+        };
+        self.begin_progress(leg, kind, total);
+        let t0 = Instant::now();
+        let mut copied = 0;
+        let mut checkpoint = Instant::now();
+        loop {
+            if self.legs[leg].state() != LegState::Rebuilding || self.shutting_down.load(Relaxed) {
+                return;
+            }
+            let next = if full { (cursor < regions).then_some(cursor) } else { self.intent.next_set(cursor) };
+            let Some(r) = next else { break };
+            match self.copy_region(r, None, &[leg]) {
+                Step::Copied(n) => copied += n,
+                Step::Stopped => return,
+                Step::SourceFailed => continue,
+                Step::TargetFailed => {
+                    self.emit(Event::ResyncFailed { leg, kind, error: format!("{}", self.legs[leg].state()) });
+                    return;
+                }
+            }
+            cursor = r + 1;
+            if checkpoint.elapsed() >= CHECKPOINT && self.leg_io_wait(leg, Job::Flush).is_ok() {
+                let _ = self.record_cursor(leg, cursor, full);
+                checkpoint = Instant::now();
+            }
+        }
+        if let Err(e) = self.leg_io_wait(leg, Job::Flush) {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            let _ = self.fault_leg(leg, FaultReason::RebuildError { errno });
+            return;
+        }
+        if self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding).is_ok() {
+            self.forget_faults_if_stable(leg);
+            self.emit(Event::ResyncFinished { leg, kind, copied_bytes: copied, seconds: t0.elapsed().as_secs_f64() });
+        }
+    }
+
+    fn forget_faults_if_stable(&self, _leg: usize) {
+        // Fault history is kept for the flap window on purpose: a leg that
+        // comes back and fails again soon must be recognised as flapping.
+    }
+
+    /// Copies one region from `source` (or any in-sync leg) to `targets`.
+    fn copy_region(self: &Arc<Self>, region: u64, source: Option<usize>, targets: &[usize]) -> Step {
+        self.throttle();
+        if self.shutting_down.load(Relaxed) {
+            return Step::Stopped;
+        }
+        let rb = self.intent.region_bytes();
+        let offset = region * rb;
+        let len = rb.min(self.cfg.size - offset);
+        let guard = self.lock_wait(offset, len);
+        let Some(src) = source.or_else(|| self.legs.iter().position(|l| l.is_in_sync())) else {
+            return Step::Stopped;
+        };
+        let data = match self.leg_io_wait(src, Job::Read { offset, len: len as usize }) {
+            Ok(LegOut::Data(d)) => d,
+            _ => {
+                drop(guard);
+                let _ = self.fault_leg(src, FaultReason::ReadErrors { count: 1 });
+                return Step::SourceFailed;
+            }
+        };
+        let mut failed = false;
+        for &t in targets {
+            if !self.legs[t].takes_writes() {
+                continue;
+            }
+            let copy = crate::buf::AlignedBuf::from_slice(data.as_slice());
+            if let Err(e) = self.leg_io_wait(t, Job::WriteOwned { offset, data: copy }) {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let _ = self.fault_leg(t, FaultReason::RebuildError { errno });
+                failed = true;
+            }
+        }
+        drop(guard);
+        if failed && targets.iter().all(|&t| !self.legs[t].takes_writes()) {
+            return Step::TargetFailed;
+        }
+        self.resync_bytes.fetch_add(len, Relaxed);
+        self.resync.lock().done_bytes += len;
+        Step::Copied(len)
+    }
+
+    fn lock_wait(self: &Arc<Self>, offset: u64, len: u64) -> super::rangelock::RangeGuard {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.locks.lock(offset, offset + len, move |g| drop(tx.send(g)));
+        rx.recv().expect("the range lock grants every request")
+    }
+
+    /// Sleeps as needed to keep to the resync rate, and while paused.
+    fn throttle(&self) {
+        loop {
+            let p = self.resync.lock().clone();
+            if !p.paused || self.shutting_down.load(Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let p = self.resync.lock().clone();
+        let busy = self.host_idle_for_ms() < HOST_BUSY_MS;
+        let max = p.max_mib_s.unwrap_or(self.cfg.resync_max_mib_s);
+        let rate = if busy { self.cfg.resync_min_mib_s.min(if max == 0 { u64::MAX } else { max }) } else { max };
+        if rate == 0 {
+            return;
+        }
+        let Some(started) = p.started.and_then(|s| s.elapsed().ok()) else { return };
+        let allowed = rate as f64 * 1048576.0 * started.as_secs_f64();
+        if (p.done_bytes as f64) > allowed {
+            let ahead = (p.done_bytes as f64 - allowed) / (rate as f64 * 1048576.0);
+            std::thread::sleep(Duration::from_secs_f64(ahead.min(0.25)));
+        }
+    }
+}

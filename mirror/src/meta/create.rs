@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 impl MetaStore {
     /// Whether any of `paths` holds hamirror metadata (valid or not).
     pub fn probe(paths: &[PathBuf]) -> Result<Probe, MetaError> {
+        check_paths(paths)?;
         for path in paths {
             let Some(file) = open_to_look(path)? else { continue };
             if read_contents(&file).map_err(|e| io_err(path, e))?.is_metadata() {
@@ -26,15 +27,24 @@ impl MetaStore {
         Ok(Probe::Absent)
     }
 
-    /// Creates a new volume's copies at `paths` (missing or empty files; any
-    /// other content is refused and left alone), each holding `header` and an
-    /// all-clear bitmap, made durable before this returns.
+    /// Creates a new volume's copies at `paths`, each holding `header` (whose
+    /// `volume_id` must not be all zeros: see [`Header::new`]) and an all-clear
+    /// bitmap of `ceil(size / region_size)` regions, durable (files and their
+    /// directories fsynced) and locked when this returns. A path must be
+    /// missing or an empty file: hamirror metadata there is refused with
+    /// [`MetaError::Exists`], anything else with [`MetaError::NotMetadata`],
+    /// and nothing is written anywhere then. Should renaming a finished copy
+    /// into place fail, the copies already in place stay; [`MetaStore::open`]
+    /// completes the others.
     pub fn create(paths: &[PathBuf], header: &Header) -> Result<Opened, MetaError> {
         check_paths(paths)?;
         validate(header)?;
         let geom = Geometry::of(header)?;
         let blanks = paths.iter().map(|p| claim_blank(p)).collect::<Result<Vec<_>, _>>()?;
-        let news = paths.iter().map(|p| NewFile::begin(p, geom.file_len())).collect::<Result<Vec<_>, _>>()?;
+        let news = paths
+            .iter()
+            .map(|p| NewFile::begin(p, geom.file_len()))
+            .collect::<Result<Vec<_>, _>>()?;
         let (hseq, bitmap) = (1, Bitmap::repeat(false, geom.regions));
         for (new, path) in news.iter().zip(paths) {
             write_all_pages(new.file(), header, &bitmap, &geom)
@@ -43,7 +53,11 @@ impl MetaStore {
         }
         let files = news.into_iter().map(NewFile::publish).collect::<Result<Vec<_>, _>>()?;
         drop(blanks);
-        let copies = paths.iter().zip(files).map(|(p, f)| Copy { path: p.clone(), file: Some(f), error: None });
+        let copies = paths.iter().zip(files).map(|(p, f)| Copy {
+            path: p.clone(),
+            file: Some(f),
+            error: None,
+        });
         let store = MetaStore::from_parts(copies.collect(), header.clone(), hseq, 0, geom);
         Ok(Opened { store, header: header.clone(), bitmap, notes: Vec::new() })
     }
@@ -125,7 +139,8 @@ mod tests {
     fn creation_leaves_only_the_copies_in_the_directory() {
         let dir = TempDir::new("create-clean");
         drop(create(&dir.copies(2)));
-        let mut names: Vec<_> = fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> =
+            fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["meta0", "meta1"]);
     }

@@ -52,18 +52,25 @@ const CRC_AT: Range<usize> = 12..16;
 /// Why a slot or page could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// Not a hamirror slot or page.
     #[error("no hamirror magic")]
     Magic,
+    /// A format version this build does not know.
     #[error("format version {0}, this hamirror reads version {FORMAT_VERSION}")]
     Version(u32),
+    /// The CRC does not match: a torn or corrupt write.
     #[error("checksum mismatch (torn or corrupt write)")]
     Checksum,
+    /// Shorter than a slot or page, or a field runs past the payload.
     #[error("truncated")]
     Truncated,
+    /// A field holds a value the format does not allow.
     #[error("invalid {0}")]
     Field(&'static str),
+    /// A page stored at the wrong place.
     #[error("holds page {found} where page {expected} belongs")]
     Index { found: u64, expected: u64 },
+    /// A page of another volume.
     #[error("belongs to another volume")]
     Volume,
 }
@@ -176,7 +183,12 @@ pub struct Page {
 }
 
 /// Encodes page `index` holding `bits` (at most [`REGIONS_PER_PAGE`] of them).
-pub fn encode_page(volume_id: &[u8; 16], index: usize, seq: u64, bits: &BitSlice<u64, Lsb0>) -> Vec<u8> {
+pub fn encode_page(
+    volume_id: &[u8; 16],
+    index: usize,
+    seq: u64,
+    bits: &BitSlice<u64, Lsb0>,
+) -> Vec<u8> {
     debug_assert!(bits.len() <= REGIONS_PER_PAGE);
     let mut buf = vec![0u8; PAGE_SIZE];
     buf[16..24].copy_from_slice(&(index as u64).to_le_bytes());

@@ -13,6 +13,8 @@
 
 mod create;
 mod format;
+#[cfg(test)]
+mod fuzz;
 mod header;
 mod inspect;
 mod lock;
@@ -75,6 +77,7 @@ pub enum CopyNote {
 /// How one copy is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyHealth {
+    /// The copy's path as listed.
     pub path: PathBuf,
     /// Still written to.
     pub live: bool,
@@ -94,34 +97,47 @@ pub enum Probe {
 /// Why a metadata operation failed. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The list of copies is empty or too long.
     #[error("{count} metadata copies given; give 1 to {max}, each on different storage", max = crate::config::MAX_METADATA_COPIES)]
     CopyCount { count: usize },
+    /// Two listed copies are the same file.
     #[error("{path}: the same file as metadata copy {other}; list each copy once, on different storage", path = .path.display(), other = .other.display())]
     DuplicateCopy { path: PathBuf, other: PathBuf },
+    /// A copy path names a directory, device or other non-file.
     #[error("{path}: not a regular file; metadata copies must be files", path = .path.display())]
     NotAFile { path: PathBuf },
+    /// Another open file description holds the copy's lock.
     #[error("{path}: in use by another hamirror volume or process; stop it first", path = .path.display())]
     Locked { path: PathBuf },
+    /// The copy belongs to a volume with another id.
     #[error("{path}: holds the metadata of another volume ({theirs}, this one is {ours}); it was left untouched: list the right file or remove it", path = .path.display())]
     Foreign { path: PathBuf, theirs: String, ours: String },
+    /// `create` found metadata at a path.
     #[error("{path}: already holds hamirror metadata; open the volume instead, or remove the file to start anew", path = .path.display())]
     Exists { path: PathBuf },
+    /// A path holds data that is not hamirror metadata.
     #[error("{path}: not empty and not hamirror metadata; it was left untouched: fix the path or remove the file", path = .path.display())]
     NotMetadata { path: PathBuf },
+    /// A copy is in a format version this build does not know.
     #[error("{path}: metadata format version {found}, this hamirror reads version {FORMAT_VERSION}; use the hamirror that wrote it", path = .path.display())]
     Version { path: PathBuf, found: u32 },
+    /// `open` found no copy with a valid header.
     #[error("no metadata copy can be trusted ({details}); restore a copy from backup or create the volume anew")]
     NoValidCopy { details: String },
+    /// A write reached no copy (the error is the last copy's).
     #[error("no metadata copy could be written; check the storage that holds them")]
     AllCopiesFailed(#[source] io::Error),
+    /// Reading, writing or creating a copy failed where no other copy can stand in.
     #[error("{path}: I/O error", path = .path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// A header field is longer than the format holds.
     #[error("{field}: {len} is over the limit of {max}; shorten it")]
     TooLarge { field: &'static str, len: usize, max: usize },
+    /// A request the store cannot carry out (wrong bitmap length, changed size...).
     #[error("invalid metadata request: {what}")]
     Invalid { what: String },
 }

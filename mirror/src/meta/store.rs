@@ -7,7 +7,9 @@
 //! date, the header is rewritten on the survivors with a higher sequence
 //! number. A call fails only if no copy took the write.
 
-use super::format::{encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS, SLOT_SIZE};
+use super::format::{
+    encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS, SLOT_SIZE,
+};
 use super::header::{encode_slot, validate, Header};
 use super::lock::LockedFile;
 use super::{CopyHealth, CopyNote, MetaError, Opened};
@@ -45,13 +47,28 @@ struct Inner {
 }
 
 impl MetaStore {
-    /// Opens an existing volume: see [`super::open`] for how the copy to trust
-    /// is chosen and the others repaired.
+    /// Opens an existing volume. Every copy is locked (a copy in use elsewhere
+    /// fails with [`MetaError::Locked`]) and read. The header trusted is the
+    /// valid one with the highest generation, ties broken by the header
+    /// sequence number. A file that is not hamirror metadata, is of an unknown
+    /// format version, or belongs to another volume is refused and never
+    /// written. Copies that are missing, empty, corrupt or out of date are
+    /// rewritten from the others ([`CopyNote::Repaired`]); one that cannot be
+    /// read or repaired is lost ([`CopyNote::Lost`]). The bitmap returned is
+    /// the OR of every valid copy's pages; a page no up-to-date copy has intact
+    /// is all ones ([`CopyNote::PagesLost`]). With no valid header anywhere:
+    /// [`MetaError::NoValidCopy`], naming each copy's problem.
     pub fn open(paths: &[PathBuf]) -> Result<Opened, MetaError> {
         super::open::open(paths)
     }
 
-    pub(super) fn from_parts(copies: Vec<Copy>, header: Header, hseq: u64, pseq: u64, geom: Geometry) -> MetaStore {
+    pub(super) fn from_parts(
+        copies: Vec<Copy>,
+        header: Header,
+        hseq: u64,
+        pseq: u64,
+        geom: Geometry,
+    ) -> MetaStore {
         let inner = Inner { copies, header, hseq, pseq, geom, notes: Vec::new() };
         MetaStore { inner: Mutex::new(inner) }
     }
@@ -68,7 +85,11 @@ impl MetaStore {
 
     /// Writes bitmap pages `pages` of `bits` (the whole bitmap) to every live
     /// copy, then makes them durable.
-    pub fn write_bitmap_pages(&self, bits: &BitSlice<u64, Lsb0>, pages: &[usize]) -> Result<(), MetaError> {
+    pub fn write_bitmap_pages(
+        &self,
+        bits: &BitSlice<u64, Lsb0>,
+        pages: &[usize],
+    ) -> Result<(), MetaError> {
         let mut g = self.inner.lock();
         g.check_pages(bits, pages)?;
         if pages.is_empty() {
@@ -76,8 +97,10 @@ impl MetaStore {
         }
         g.pseq += 1;
         let (id, seq, geom) = (g.header.volume_id, g.pseq, g.geom);
-        let images: Vec<(u64, Vec<u8>)> =
-            pages.iter().map(|&p| (page_offset(p), encode_page(&id, p, seq, &bits[geom.page_bits(p)]))).collect();
+        let images: Vec<(u64, Vec<u8>)> = pages
+            .iter()
+            .map(|&p| (page_offset(p), encode_page(&id, p, seq, &bits[geom.page_bits(p)])))
+            .collect();
         let lost = g.each_live(|f| {
             images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
             f.sync_data()
@@ -116,7 +139,11 @@ impl MetaStore {
     /// Each copy's state, in the order the paths were given.
     pub fn health(&self) -> Vec<CopyHealth> {
         let g = self.inner.lock();
-        let one = |c: &Copy| CopyHealth { path: c.path.clone(), live: c.error.is_none(), error: c.error.clone() };
+        let one = |c: &Copy| CopyHealth {
+            path: c.path.clone(),
+            live: c.error.is_none(),
+            error: c.error.clone(),
+        };
         g.copies.iter().map(one).collect()
     }
 
@@ -147,11 +174,17 @@ impl Inner {
 
     fn check_pages(&self, bits: &BitSlice<u64, Lsb0>, pages: &[usize]) -> Result<(), MetaError> {
         if bits.len() != self.geom.regions {
-            let what = format!("bitmap of {} bits for a volume of {} regions", bits.len(), self.geom.regions);
+            let what = format!(
+                "bitmap of {} bits for a volume of {} regions",
+                bits.len(),
+                self.geom.regions
+            );
             return Err(MetaError::Invalid { what });
         }
         match pages.iter().find(|&&p| p >= self.geom.pages) {
-            Some(p) => Err(MetaError::Invalid { what: format!("bitmap page {p} of {}", self.geom.pages) }),
+            Some(p) => {
+                Err(MetaError::Invalid { what: format!("bitmap page {p} of {}", self.geom.pages) })
+            }
             None => Ok(()),
         }
     }
@@ -169,7 +202,10 @@ impl Inner {
 
     /// Runs `op` on every live copy; a copy it fails on is lost. Returns how
     /// many were lost, or an error if no copy took it.
-    fn each_live(&mut self, mut op: impl FnMut(&File) -> io::Result<()>) -> Result<usize, MetaError> {
+    fn each_live(
+        &mut self,
+        mut op: impl FnMut(&File) -> io::Result<()>,
+    ) -> Result<usize, MetaError> {
         let (mut took, mut lost, mut last) = (0, 0, None);
         for (i, c) in self.copies.iter_mut().enumerate() {
             let Some(file) = c.file.as_deref().filter(|_| c.error.is_none()) else { continue };
@@ -177,14 +213,20 @@ impl Inner {
                 Ok(()) => took += 1,
                 Err(e) => {
                     let error = e.to_string();
-                    self.notes.push(CopyNote::Lost { copy: i, path: c.path.clone(), error: error.clone() });
+                    self.notes.push(CopyNote::Lost {
+                        copy: i,
+                        path: c.path.clone(),
+                        error: error.clone(),
+                    });
                     c.error = Some(error);
                     (lost, last) = (lost + 1, Some(e));
                 }
             }
         }
         match took {
-            0 => Err(MetaError::AllCopiesFailed(last.unwrap_or_else(|| io::Error::other("every copy was lost before")))),
+            0 => Err(MetaError::AllCopiesFailed(
+                last.unwrap_or_else(|| io::Error::other("every copy was lost before")),
+            )),
             _ => Ok(lost),
         }
     }
@@ -211,7 +253,8 @@ mod tests {
     /// Points copy `copy`'s writes at /dev/full (ENOSPC on every write),
     /// leaving its real file as it was.
     fn fail_writes(store: &MetaStore, copy: usize) {
-        let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full is needed");
+        let full =
+            fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full is needed");
         let full = Flock::lock(full, FlockArg::LockSharedNonblock).map_err(|(_, e)| e).unwrap();
         store.inner.lock().copies[copy].file = Some(full);
     }
@@ -272,7 +315,10 @@ mod tests {
         let dir = TempDir::new("badbits");
         let opened = create(&dir.copies(1));
         let short = Bitmap::repeat(false, 3);
-        assert!(matches!(opened.store.write_bitmap_pages(&short, &[0]), Err(MetaError::Invalid { .. })));
+        assert!(matches!(
+            opened.store.write_bitmap_pages(&short, &[0]),
+            Err(MetaError::Invalid { .. })
+        ));
         let err = opened.store.write_bitmap_pages(&opened.bitmap, &[1]);
         assert!(matches!(err, Err(MetaError::Invalid { .. })));
     }
@@ -317,7 +363,11 @@ mod tests {
         drop(opened.store);
         let reopened = MetaStore::open(&paths).unwrap();
         assert_eq!(ones(&reopened.bitmap), vec![9]);
-        assert!(matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]), "{:?}", reopened.notes);
+        assert!(
+            matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]),
+            "{:?}",
+            reopened.notes
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Helpers shared by the metadata tests.
 
 use super::format::{page_offset, slot_offset, PAGE_SIZE, SLOT_SIZE};
-use super::{Header, MetaStore, Opened};
+use super::header::{MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON};
+use super::{Header, LegRecord, MetaStore, Opened, RecordedState};
+use crate::config::MAX_LEGS;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hamirror-meta-{}-{n}-{tag}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hamirror-meta-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -58,4 +61,21 @@ pub fn tear_slot(path: &Path, slot: usize) {
 /// Corrupts the tail of bitmap page `page`.
 pub fn tear_page(path: &Path, page: usize) {
     corrupt(path, page_offset(page) + PAGE_SIZE as u64 - 512, 512);
+}
+
+/// A header with every field at its largest.
+pub fn full_header() -> Header {
+    let mut h = Header::for_tests();
+    h.name = "n".repeat(MAX_NAME);
+    h.legs = (0..MAX_LEGS)
+        .map(|i| LegRecord {
+            identity: "i".repeat(MAX_IDENTITY),
+            path: "p".repeat(MAX_PATH),
+            state: RecordedState::Rebuilding { full: i % 2 == 0 },
+            reason: "r".repeat(MAX_REASON),
+            in_sync_generation: i as u64,
+            rebuild_cursor: u64::MAX - i as u64,
+        })
+        .collect();
+    h
 }

@@ -155,6 +155,8 @@ impl Volume {
 
     /// Stops cleanly: waits for host I/O to drain, flushes the legs, clears
     /// the bitmap where every leg is in sync and marks the metadata clean.
+    /// The legs and metadata files stay locked until the last handle is
+    /// dropped: whoever holds a clone (the control server) must drop it.
     pub fn shutdown(&self) {
         self.inner.shutdown()
     }

@@ -1,0 +1,120 @@
+//! Bad input is refused at open with a message naming what to fix, and
+//! nothing on any leg or metadata file changes (invariant 7).
+
+mod common;
+use common::*;
+use mirror::{OpenError, Volume, VolumeConfig};
+
+fn refuse(cfg: &VolumeConfig) -> OpenError {
+    Volume::open(cfg.clone(), Events::default().sink()).err().expect("open must be refused")
+}
+
+fn snapshot(cfg: &VolumeConfig) -> Vec<Option<Vec<u8>>> {
+    cfg.legs.iter().map(|l| &l.path).chain(&cfg.metadata).map(|p| std::fs::read(p).ok()).collect()
+}
+
+#[test]
+fn a_missing_leg_is_named() {
+    let d = Dir::new("missing");
+    let mut cfg = config(&d, 2, MIB);
+    cfg.legs[1].path = d.path("nope");
+    let before = snapshot(&cfg);
+    let e = refuse(&cfg);
+    assert!(matches!(e, OpenError::LegMissing { leg: 1, .. }), "{e}");
+    assert!(e.to_string().contains("leg 1"), "{e}");
+    assert_eq!(snapshot(&cfg), before);
+}
+
+#[test]
+fn a_leg_smaller_than_the_volume_is_refused() {
+    let d = Dir::new("small");
+    let cfg = config(&d, 2, MIB);
+    std::fs::File::create(&cfg.legs[0].path).unwrap().set_len(MIB / 2).unwrap();
+    let e = refuse(&cfg);
+    assert!(matches!(e, OpenError::LegTooSmall { leg: 0, .. }), "{e}");
+    assert!(e.to_string().contains("smaller than the volume"), "{e}");
+}
+
+#[test]
+fn a_leg_listed_twice_is_refused() {
+    let d = Dir::new("dup");
+    let mut cfg = config(&d, 2, MIB);
+    cfg.legs[1].path = cfg.legs[0].path.clone();
+    let e = refuse(&cfg);
+    assert!(matches!(e, OpenError::LegDuplicate { leg: 1, other: 0, .. }), "{e}");
+}
+
+#[test]
+fn a_leg_in_use_by_another_volume_is_refused() {
+    let d = Dir::new("busy");
+    let cfg = config(&d, 2, MIB);
+    let (v, _, _) = open(&cfg);
+    let mut other = config(&d, 2, MIB);
+    other.metadata = vec![d.path("other-meta")];
+    let e = refuse(&other);
+    assert!(matches!(e, OpenError::LegBusy { .. }), "{e}");
+    v.shutdown();
+    drop(v);
+}
+
+#[test]
+fn a_directory_is_not_a_leg() {
+    let d = Dir::new("dir");
+    let mut cfg = config(&d, 2, MIB);
+    cfg.legs[1].path = d.0.clone();
+    assert!(matches!(refuse(&cfg), OpenError::LegNotStorage { leg: 1, .. }));
+}
+
+#[test]
+fn metadata_of_another_volume_is_refused_untouched() {
+    let d = Dir::new("foreign");
+    let cfg_a = config(&d, 2, MIB);
+    let (v, _, _) = open(&cfg_a);
+    v.shutdown();
+    drop(v);
+    let d2 = Dir::new("foreign2");
+    let mut cfg_b = config(&d2, 2, MIB);
+    cfg_b.metadata = cfg_a.metadata.clone();
+    let before = snapshot(&cfg_b);
+    let e = refuse(&cfg_b);
+    assert!(e.to_string().contains("another volume"), "{e}");
+    assert_eq!(snapshot(&cfg_b), before);
+}
+
+#[test]
+fn a_leg_whose_identity_changed_is_refused() {
+    let d = Dir::new("ident");
+    let cfg = config(&d, 2, MIB);
+    let (v, _, _) = open(&cfg);
+    v.shutdown();
+    drop(v);
+    // Another file now sits at leg 1's path.
+    // (Created before the old one goes, so the inode number differs.)
+    let new = d.path("replacement");
+    std::fs::File::create(&new).unwrap().set_len(MIB).unwrap();
+    std::fs::rename(&new, &cfg.legs[1].path).unwrap();
+    let e = refuse(&cfg);
+    assert!(e.to_string().contains("not the storage the metadata records"), "{e}");
+}
+
+#[test]
+fn a_metadata_file_that_is_also_a_leg_is_refused() {
+    let d = Dir::new("metaleg");
+    let mut cfg = config(&d, 2, MIB);
+    cfg.metadata = vec![cfg.legs[0].path.clone()];
+    assert!(matches!(refuse(&cfg), OpenError::MetadataIsLeg { .. }));
+}
+
+#[test]
+fn two_volumes_cannot_share_metadata() {
+    let d = Dir::new("metalock");
+    let cfg = config(&d, 2, MIB);
+    let (v, _, _) = open(&cfg);
+    let d2 = Dir::new("metalock2");
+    let mut other = config(&d2, 2, MIB);
+    other.metadata = cfg.metadata.clone();
+    let e = refuse(&other);
+    assert!(e.to_string().contains("in use"), "{e}");
+    v.shutdown();
+    drop(v);
+}

@@ -1,0 +1,134 @@
+//! Difference resync, full rebuild, restarts and the resync direction.
+
+mod common;
+use common::*;
+use mirror::{OpenError, Volume};
+use std::time::Duration;
+
+#[test]
+fn failback_after_n_mib_of_writes_copies_about_n_mib() {
+    let d = Dir::new("diff");
+    let mut cfg = config(&d, 2, 64 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    // 2 MiB in 4 KiB writes spread over 32 regions of 64 KiB.
+    for i in 0..512u64 {
+        write(&v, (i % 32) * 2 * MIB + (i / 32) * 4096, &pattern(4096, i)).unwrap();
+    }
+    v.restore_leg(1).unwrap();
+    wait_for("resync", Duration::from_secs(20), || state_name(&v, 1) == "in_sync");
+    let copied = v.resync_bytes();
+    assert_eq!(copied, 32 * 64 * 1024, "only the dirty regions, not the 64 MiB LUN");
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn a_new_volume_copies_leg_0_onto_the_others() {
+    let d = Dir::new("initial");
+    let mut cfg = config(&d, 2, 8 * MIB);
+    cfg.initial_sync = mirror::config::InitialSync::Full;
+    std::fs::write(&cfg.legs[0].path, pattern(8 * MIB as usize, 1)).unwrap();
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 8 * MIB);
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn resync_racing_host_writes_to_the_same_regions_ends_identical() {
+    let d = Dir::new("race");
+    let mut cfg = config(&d, 2, 16 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    for i in 0..256u64 {
+        write(&v, i * 65536, &pattern(4096, i)).unwrap();
+    }
+    v.restore_leg(1).unwrap();
+    // Keep hammering the regions being resynced.
+    for round in 0..4u64 {
+        for i in 0..256u64 {
+            write(&v, i * 65536 + 4096 * (round + 1), &pattern(4096, 1000 * round + i)).unwrap();
+        }
+    }
+    wait_for("resync", Duration::from_secs(20), || state_name(&v, 1) == "in_sync");
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_resync_continues_where_it_was() {
+    let d = Dir::new("restart");
+    let mut cfg = config(&d, 2, 32 * MIB);
+    cfg.initial_sync = mirror::config::InitialSync::Full;
+    cfg.resync_max_mib_s = 8;
+    cfg.resync_min_mib_s = 4;
+    std::fs::write(&cfg.legs[0].path, pattern(32 * MIB as usize, 2)).unwrap();
+    let (v, _, _) = open(&cfg);
+    std::thread::sleep(Duration::from_millis(2500));
+    let first = v.resync_bytes();
+    v.shutdown();
+    drop(v);
+    assert!(first > 0 && first < 32 * MIB, "copied {first}");
+    cfg.resync_max_mib_s = 0;
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    let second = v.resync_bytes();
+    v.shutdown();
+    drop(v);
+    assert!(first + second < 32 * MIB + 4 * MIB, "restarted from scratch: {first} + {second}");
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn a_leg_that_missed_writes_is_refused_as_the_source() {
+    let d = Dir::new("wrongsrc");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    write(&v, 0, &pattern(4096, 3)).unwrap();
+    v.shutdown();
+    drop(v);
+    cfg.source = Some(1);
+    let err = Volume::open(cfg.clone(), Events::default().sink()).err().expect("refused");
+    assert!(matches!(err, OpenError::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("cannot be the source"), "{err}");
+    // The right source is accepted and rebuilds the other leg fully.
+    cfg.source = Some(0);
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 4 * MIB);
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn the_resync_direction_follows_the_metadata_after_a_restart() {
+    // Leg 1 was out while leg 0 took writes; after a restart leg 0 is the
+    // source and leg 1 gets the difference, never the other way round.
+    let d = Dir::new("direction");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    let data = pattern(65536, 4);
+    write(&v, 0, &data).unwrap();
+    v.shutdown();
+    drop(v);
+    cfg.auto_failback = true;
+    let (v, _, _) = open(&cfg);
+    assert_eq!(read(&v, 0, 65536).unwrap(), data);
+    v.restore_leg(1).unwrap();
+    wait_for("resync", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    v.shutdown();
+    drop(v);
+    assert_eq!(&leg_bytes(&cfg, 1)[..65536], &data[..]);
+}

@@ -1,0 +1,235 @@
+//! The engine against direct I/O on the same files, in one run, as ratios.
+//!
+//! Writes: the baseline writes both leg files in parallel directly (the
+//! physical limit of a 2-way mirror). Reads with latency legs: each leg adds
+//! a fixed delay per I/O (independent arrays); two balanced legs against one.
+//! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N).
+
+use mirror::backend::fault::{FaultInjector, Rule};
+use mirror::config::InitialSync;
+use mirror::{HostReadBuf, HostWriteBuf, LegConfig, Volume, VolumeConfig};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SIZE: u64 = 256 << 20;
+
+struct Case {
+    name: &'static str,
+    bs: usize,
+    qd: usize,
+    write: bool,
+    random: bool,
+}
+
+const CASES: [Case; 8] = [
+    Case { name: "4k randwrite qd1", bs: 4096, qd: 1, write: true, random: true },
+    Case { name: "4k randwrite qd32", bs: 4096, qd: 32, write: true, random: true },
+    Case { name: "1M seqwrite qd1", bs: 1 << 20, qd: 1, write: true, random: false },
+    Case { name: "1M seqwrite qd32", bs: 1 << 20, qd: 32, write: true, random: false },
+    Case { name: "4k randread qd1", bs: 4096, qd: 1, write: false, random: true },
+    Case { name: "4k randread qd32", bs: 4096, qd: 32, write: false, random: true },
+    Case { name: "1M seqread qd1", bs: 1 << 20, qd: 1, write: false, random: false },
+    Case { name: "1M seqread qd32", bs: 1 << 20, qd: 32, write: false, random: false },
+];
+
+fn secs() -> Duration {
+    let s = std::env::var("HM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    Duration::from_secs_f64(s)
+}
+
+struct Offsets {
+    x: u64,
+    next_seq: u64,
+    bs: u64,
+    random: bool,
+}
+
+impl Offsets {
+    fn next(&mut self) -> u64 {
+        if self.random {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            (self.x % (SIZE / self.bs)) * self.bs
+        } else {
+            let o = self.next_seq;
+            self.next_seq = (self.next_seq + self.bs) % SIZE;
+            o
+        }
+    }
+}
+
+/// Runs `qd` workers for the bench time; returns completed I/Os per second.
+fn run_qd(qd: usize, op: impl Fn(&mut Offsets) + Sync, bs: usize, random: bool) -> f64 {
+    let until = Instant::now() + secs();
+    let total = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..qd {
+            let (op, total) = (&op, &total);
+            s.spawn(move || {
+                let mut o = Offsets { x: 0x9e37 + t as u64 * 7919, next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64, bs: bs as u64, random };
+                let mut n = 0;
+                while Instant::now() < until {
+                    op(&mut o);
+                    n += 1;
+                }
+                total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    total.into_inner() as f64 / secs().as_secs_f64()
+}
+
+/// The physical limit of a 2-way mirror: each worker writes leg 0 itself and
+/// leg 1 through a companion thread, in parallel, and waits for both.
+fn run_qd_pair(qd: usize, files: &[File], data: &[u8], bs: usize, random: bool) -> f64 {
+    let (f0, f1) = (&files[0], &files[1]);
+    let until = Instant::now() + secs();
+    let total = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..qd {
+            let total = &total;
+            let (req_tx, req_rx) = crossbeam_channel::bounded::<u64>(1);
+            let (ack_tx, ack_rx) = crossbeam_channel::bounded::<()>(1);
+            s.spawn(move || {
+                while let Ok(off) = req_rx.recv() {
+                    f1.write_all_at(data, off).unwrap();
+                    ack_tx.send(()).unwrap();
+                }
+            });
+            s.spawn(move || {
+                let mut o = Offsets { x: 0x9e37 + t as u64 * 7919, next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64, bs: bs as u64, random };
+                let mut n = 0;
+                while Instant::now() < until {
+                    let off = o.next();
+                    req_tx.send(off).unwrap();
+                    f0.write_all_at(data, off).unwrap();
+                    ack_rx.recv().unwrap();
+                    n += 1;
+                }
+                total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    total.into_inner() as f64 / secs().as_secs_f64()
+}
+
+fn sync_io<T: Send + 'static>(f: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    f(Box::new(move |r| drop(tx.send(r))));
+    rx.recv().unwrap()
+}
+
+struct Sink(usize);
+impl HostReadBuf for Sink {
+    fn len(&self) -> usize {
+        self.0
+    }
+    fn fill_from(&mut self, _src: &[u8]) {}
+}
+
+fn legs(dir: &Path) -> Vec<PathBuf> {
+    (0..2)
+        .map(|i| {
+            let p = dir.join(format!("leg{i}"));
+            let f = File::create(&p).unwrap();
+            f.set_len(SIZE).unwrap();
+            // Allocate for real, so reads and writes hit data, not holes.
+            let chunk = vec![0x5au8; 1 << 20];
+            for o in (0..SIZE).step_by(1 << 20) {
+                f.write_all_at(&chunk, o).unwrap();
+            }
+            f.sync_all().unwrap();
+            p
+        })
+        .collect()
+}
+
+fn volume(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>) -> Volume {
+    volume_with(dir, paths, faults, 32)
+}
+
+/// `leg_threads` bounds how many I/Os a leg serves at once (an array's depth).
+fn volume_with(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>, leg_threads: usize) -> Volume {
+    let _ = std::fs::remove_file(dir.join("meta"));
+    let cfg = VolumeConfig {
+        name: "bench".into(),
+        size: SIZE,
+        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(false) }).collect(),
+        metadata: vec![dir.join("meta")],
+        initial_sync: InitialSync::None,
+        write_cache: true,
+        leg_threads,
+        io_timeout_ms: 30_000,
+        last_leg_grace_ms: 30_000,
+        ..VolumeConfig::default()
+    };
+    let sink: mirror::volume::EventSink = Arc::new(|_| {});
+    match faults {
+        Some(f) => Volume::open_with_faults(cfg, sink, f).unwrap(),
+        None => Volume::open(cfg, sink).unwrap(),
+    }
+}
+
+fn bench_dir(dir: &Path, label: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let paths = legs(dir);
+    let files: Vec<File> = paths.iter().map(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap()).collect();
+    println!("\n== {label}: {} (buffered files, no O_DIRECT)", dir.display());
+    println!("{:<20} {:>12} {:>12} {:>7}", "case", "direct IOPS", "mirror IOPS", "ratio");
+    let v = volume(dir, &paths, None);
+    for c in &CASES {
+        let data = vec![0xa5u8; c.bs];
+        let base = if c.write {
+            run_qd_pair(c.qd, &files, &data, c.bs, c.random)
+        } else {
+            run_qd(c.qd, |o| {
+                let mut b = vec![0u8; c.bs];
+                files[0].read_exact_at(&mut b, o.next()).unwrap();
+            }, c.bs, c.random)
+        };
+        let buf: Arc<dyn HostWriteBuf> = Arc::new(data.clone());
+        let mirror = if c.write {
+            run_qd(c.qd, |o| sync_io(|d| v.write(o.next(), buf.clone(), d)).unwrap(), c.bs, c.random)
+        } else {
+            run_qd(c.qd, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(c.bs)), d)).unwrap(), c.bs, c.random)
+        };
+        println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
+    }
+    // Added latency per 4 KiB I/O at QD1.
+    let w = CASES[0].bs;
+    let lat = |iops: f64| 1e6 / iops;
+    let data = vec![1u8; w];
+    let buf: Arc<dyn HostWriteBuf> = Arc::new(data.clone());
+    let d = run_qd_pair(1, &files, &data, w, true);
+    let m = run_qd(1, |o| sync_io(|dn| v.write(o.next(), buf.clone(), dn)).unwrap(), w, true);
+    println!("added latency, 4k write qd1: {:.1} us ({:.1} -> {:.1} us)", lat(m) - lat(d), lat(d), lat(m));
+    v.shutdown();
+    drop(v);
+
+    // Balanced reads over legs that each add 1 ms per I/O.
+    let faults = FaultInjector::new();
+    faults.add(Rule::parse("op=read action=delay ms=1").unwrap());
+    let v = volume_with(dir, &paths, Some(faults), 8);
+    let two = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
+    v.fail_leg(1).unwrap();
+    let one = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
+    println!("4k randread qd32, legs with 1 ms latency and 8 I/Os at once each: one leg {one:.0} IOPS, two legs {two:.0} IOPS, ratio {:.2}", two / one);
+    v.shutdown();
+    drop(v);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let pid = std::process::id();
+    bench_dir(&std::env::temp_dir().join(format!("hm-bench-{pid}")), "files on disk");
+    if Path::new("/dev/shm").is_dir() {
+        bench_dir(Path::new(&format!("/dev/shm/hm-bench-{pid}")), "tmpfs (CPU overhead only)");
+    }
+}

@@ -16,9 +16,11 @@ mod rangelock;
 mod resync;
 mod status;
 mod transitions;
+mod verify;
 
 pub use admin::AdminError;
 pub use status::{LegStatus, ResyncStatus, VolumeStatus};
+pub use verify::{VerifyError, VerifyStatus};
 
 use crate::buf::{HostReadBuf, HostWriteBuf};
 use crate::config::VolumeConfig;
@@ -66,6 +68,7 @@ pub(crate) struct Inner {
     resync_wake: Condvar,
     /// Bytes copied by every resync since open (status, tests, benchmarks).
     resync_bytes: AtomicU64,
+    verify: Mutex<verify::VerifyStatus>,
     faults: Mutex<Vec<monitor::FaultHistory>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }

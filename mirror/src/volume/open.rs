@@ -66,6 +66,7 @@ pub(super) fn open(
         resync: Mutex::new(resync::Progress::default()),
         resync_wake: Condvar::new(),
         resync_bytes: AtomicU64::new(0),
+        verify: Mutex::new(Default::default()),
         threads: Mutex::new(Vec::new()),
     });
     for note in notes {

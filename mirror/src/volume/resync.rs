@@ -206,7 +206,7 @@ impl Inner {
         Step::Copied(len)
     }
 
-    fn lock_wait(self: &Arc<Self>, offset: u64, len: u64) -> super::rangelock::RangeGuard {
+    pub(super) fn lock_wait(self: &Arc<Self>, offset: u64, len: u64) -> super::rangelock::RangeGuard {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.locks.lock(offset, offset + len, move |g| drop(tx.send(g)));
         rx.recv().expect("the range lock grants every request")

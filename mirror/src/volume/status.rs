@@ -21,6 +21,7 @@ pub struct VolumeStatus {
     /// Bytes copied by resyncs since the volume was opened.
     pub resync_bytes_total: u64,
     pub metadata: Vec<MetadataCopyStatus>,
+    pub verify: super::VerifyStatus,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -77,6 +78,7 @@ impl Inner {
             resync: self.resync_status(),
             resync_bytes_total: self.resync_bytes.load(Relaxed),
             metadata: self.intent.store().health().into_iter().map(Into::into).collect(),
+            verify: self.verify.lock().clone(),
         }
     }
 

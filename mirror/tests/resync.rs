@@ -132,3 +132,65 @@ fn the_resync_direction_follows_the_metadata_after_a_restart() {
     drop(v);
     assert_eq!(&leg_bytes(&cfg, 1)[..65536], &data[..]);
 }
+
+#[test]
+fn an_existing_volume_starts_without_a_missing_leg_and_takes_it_back() {
+    let d = Dir::new("degraded");
+    let cfg = config(&d, 2, 4 * MIB);
+    let (v, _, _) = open(&cfg);
+    write(&v, 0, &pattern(65536, 1)).unwrap();
+    v.shutdown();
+    drop(v);
+    // The array behind leg 1 is down while the runner restarts.
+    let away = d.path("leg1.away");
+    std::fs::rename(&cfg.legs[1].path, &away).unwrap();
+    let (v, _, _) = open(&cfg);
+    assert_eq!(state_name(&v, 1), "faulted");
+    let data = pattern(65536, 2);
+    write(&v, 65536, &data).expect("serves from leg 0");
+    assert_eq!(read(&v, 65536, 65536).unwrap(), data);
+    // The same device comes back: it is taken back and resynced.
+    std::fs::rename(&away, &cfg.legs[1].path).unwrap();
+    wait_for("reattach and resync", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert!(v.resync_bytes() <= 2 * 65536, "a difference resync, not {}", v.resync_bytes());
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+#[test]
+fn a_new_volume_refuses_a_missing_leg() {
+    let d = Dir::new("newmissing");
+    let mut cfg = config(&d, 2, MIB);
+    cfg.legs[1].path = d.path("absent");
+    let e = Volume::open(cfg, Events::default().sink()).err().expect("refused");
+    assert!(matches!(e, OpenError::LegMissing { leg: 1, .. }), "{e}");
+}
+
+#[test]
+fn replace_takes_a_new_disk_at_the_path_and_rebuilds_it_fully() {
+    let d = Dir::new("replace");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    write(&v, 0, &pattern(4 * MIB as usize, 3)).unwrap();
+    v.fail_leg(1).unwrap();
+    // A new, blank disk at the same path.
+    let new = d.path("new");
+    std::fs::File::create(&new).unwrap().set_len(4 * MIB).unwrap();
+    std::fs::rename(&new, &cfg.legs[1].path).unwrap();
+    assert!(v.restore_leg(1).is_ok(), "restore reopens nothing: the old leg is still open");
+    wait_for("resync", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    v.fail_leg(1).unwrap();
+    let before = v.resync_bytes();
+    v.replace_leg(1).unwrap();
+    wait_for("full rebuild", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert_eq!(v.resync_bytes() - before, 4 * MIB);
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+    // The new identity is recorded: the volume opens with it.
+    let (v, _, _) = open(&cfg);
+    assert_eq!(state_name(&v, 1), "in_sync");
+    v.shutdown();
+}

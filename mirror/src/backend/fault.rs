@@ -220,6 +220,9 @@ impl Backend for FaultyBackend {
     fn caps(&self) -> Caps {
         self.inner.caps()
     }
+    fn detached(&self) -> Option<&str> {
+        self.inner.detached()
+    }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if let Some(r) = self.before(Op::Read, offset, buf.len() as u64) {

@@ -4,6 +4,7 @@
 //! [`fault::FaultyBackend`] wraps any backend and injects scripted faults
 //! (errors, hangs, delays, torn writes) for tests and drills.
 
+pub mod detached;
 pub mod fault;
 pub mod file;
 mod identity;
@@ -42,6 +43,10 @@ pub trait Backend: Send + Sync + 'static {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Makes a range read back as zeroes, by the cheapest means available.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Why the leg's storage is absent, if it is (see [`detached::DetachedBackend`]).
+    fn detached(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Writes zeroes with plain writes, one chunk at a time.

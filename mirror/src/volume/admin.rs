@@ -17,6 +17,8 @@ pub enum AdminError {
     Outstanding { leg: usize, n: usize },
     #[error("leg {leg} is {state}; only an in-sync leg can be {what}")]
     NotInSync { leg: usize, state: String, what: &'static str },
+    #[error("leg {leg} cannot be opened: {why}")]
+    Unavailable { leg: usize, why: String },
     #[error("the change could not be recorded in the metadata: {0}")]
     Metadata(String),
 }
@@ -64,6 +66,7 @@ impl Volume {
         if n > 0 {
             return Err(AdminError::Outstanding { leg, n });
         }
+        inner.reattach(leg).map_err(|why| AdminError::Unavailable { leg, why })?;
         inner.forget_faults(leg);
         l.read_errors_budget_used.store(0, Relaxed);
         inner
@@ -71,11 +74,32 @@ impl Volume {
             .map_err(|e| refused(leg, e))
     }
 
-    /// Rebuilds a leg completely (after its disk was replaced in place).
-    pub fn rebuild_leg_fully(&self, leg: usize) -> Result<(), AdminError> {
+    /// Takes the storage now at a faulted or offline leg's path as that leg,
+    /// whatever its identity (the disk was replaced), and rebuilds it fully.
+    pub fn replace_leg(&self, leg: usize) -> Result<(), AdminError> {
         let leg = self.leg_index(leg)?;
-        self.restore_leg(leg)?;
-        self.inner().record_cursor(leg, 0, true).map_err(|e| AdminError::Metadata(e.to_string()))
+        let inner = self.inner();
+        let l = &inner.legs[leg];
+        let state = l.state();
+        if !matches!(state, LegState::Faulted(_) | LegState::Offline) {
+            return Err(AdminError::NotRestorable { leg, state: format!("{state}; take it out with `fail` first") });
+        }
+        let n = l.inflight();
+        if n > 0 {
+            return Err(AdminError::Outstanding { leg, n });
+        }
+        let others: Vec<_> = inner.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
+        let b = super::open::open_leg(&inner.cfg, leg, &inner.injector, &others)
+            .map_err(|e| AdminError::Unavailable { leg, why: e.to_string() })?;
+        inner.record_identity(leg, b.identity().as_str()).map_err(|e| AdminError::Metadata(e.to_string()))?;
+        l.set_backend(b);
+        inner.forget_faults(leg);
+        l.read_errors_budget_used.store(0, Relaxed);
+        inner.record_cursor(leg, 0, true).map_err(|e| AdminError::Metadata(e.to_string()))?;
+        inner
+            .change_state(leg, LegState::Rebuilding, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
+            .map_err(|e| refused(leg, e))?;
+        inner.record_cursor(leg, 0, true).map_err(|e| AdminError::Metadata(e.to_string()))
     }
 
     pub fn pause_resync(&self, paused: bool) {

@@ -35,7 +35,7 @@ impl Payload {
             Payload::Host(buf) => Job::Write { offset, buf: buf.clone() },
             Payload::Zero(len) => Job::Zero { offset, len: *len },
             Payload::Discard { len, zero_fill } => {
-                if !leg.backend.caps().discard_zeroes && *zero_fill {
+                if !leg.backend().caps().discard_zeroes && *zero_fill {
                     Job::Zero { offset, len: *len }
                 } else {
                     Job::Discard { offset, len: *len }
@@ -223,7 +223,7 @@ impl Inner {
 
     pub(super) fn unmap(self: &Arc<Self>, offset: u64, len: u64, done: Done) {
         let writable: Vec<_> = self.legs.iter().filter(|l| l.takes_writes()).collect();
-        let all_discard = writable.iter().all(|l| l.backend.caps().discard_zeroes);
+        let all_discard = writable.iter().all(|l| l.backend().caps().discard_zeroes);
         if !all_discard && !self.cfg.unmap_zero_fill {
             // Some leg would keep its old data: do nothing anywhere rather
             // than let the legs differ. SCSI allows an unmap to be a no-op.

@@ -79,7 +79,7 @@ pub(crate) struct LegStats {
 pub(crate) struct Leg {
     pub index: usize,
     pub path: String,
-    pub backend: Arc<dyn Backend>,
+    backend: RwLock<Arc<dyn Backend>>,
     pub state: RwLock<LegState>,
     pub needs_flush: AtomicBool,
     /// Read errors since the leg was last brought in (the error budget).
@@ -98,7 +98,7 @@ impl Leg {
         let leg = Arc::new(Leg {
             index,
             path: backend.name().to_owned(),
-            backend,
+            backend: RwLock::new(backend),
             state: RwLock::new(state),
             needs_flush: AtomicBool::new(false),
             read_errors_budget_used: AtomicU64::new(0),
@@ -160,6 +160,17 @@ impl Leg {
         }
     }
 
+    /// The leg's storage (replaced when a detached leg is reopened).
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.read().clone()
+    }
+
+    /// Puts the reopened storage in place. Only for a leg that is out of
+    /// service with no I/O in flight.
+    pub fn set_backend(&self, b: Arc<dyn Backend>) {
+        *self.backend.write() = b;
+    }
+
     pub fn state(&self) -> LegState {
         self.state.read().clone()
     }
@@ -173,7 +184,8 @@ impl Leg {
     }
 
     fn run(&self, job: Job) -> io::Result<LegOut> {
-        let b = &*self.backend;
+        let backend = self.backend();
+        let b = &*backend;
         match job {
             Job::Read { offset, len } => {
                 let mut buf = AlignedBuf::zeroed(len);

@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     resync_bytes: AtomicU64,
     verify: Mutex<verify::VerifyStatus>,
     faults: Mutex<Vec<monitor::FaultHistory>>,
+    /// Scripted faults in front of every leg (tests, drills), reapplied to a
+    /// leg that is reopened.
+    injector: Option<Arc<crate::backend::fault::FaultInjector>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 

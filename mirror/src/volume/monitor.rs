@@ -150,11 +150,17 @@ impl Inner {
     fn maybe_fail_back(&self, leg: usize) {
         let l = &self.legs[leg];
         let LegState::Faulted(reason) = l.state() else { return };
-        if !self.cfg.auto_failback || !reason.is_recoverable() || l.inflight() > 0 {
+        let detached = l.backend().detached().is_some();
+        if !self.cfg.auto_failback || !(reason.is_recoverable() || detached) || l.inflight() > 0 {
             return;
         }
         let due = self.faults.lock()[leg].retry_at.is_none_or(|t| Instant::now() >= t);
         if !due {
+            return;
+        }
+        if let Err(why) = self.reattach(leg) {
+            log::debug!("{}: leg {leg} still unavailable: {why}", self.cfg.name);
+            self.note_fault_retry(leg);
             return;
         }
         if !self.probe(leg) {
@@ -171,6 +177,27 @@ impl Inner {
         let f = &mut all[leg];
         let backoff = 1u32 << f.faults.len().clamp(1, 8);
         f.retry_at = Some(Instant::now() + Duration::from_millis(self.cfg.failback_delay_ms) * backoff);
+    }
+
+    /// Reopens the storage of a leg that was absent at start, if it is back
+    /// and is the same device the metadata records.
+    pub(super) fn reattach(&self, leg: usize) -> Result<(), String> {
+        let l = &self.legs[leg];
+        if l.backend().detached().is_none() {
+            return Ok(());
+        }
+        let others: Vec<_> = self.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
+        let b = super::open::open_leg(&self.cfg, leg, &self.injector, &others).map_err(|e| e.to_string())?;
+        let recorded = self.header.lock().legs[leg].identity.clone();
+        if b.identity().as_str() != recorded {
+            return Err(format!(
+                "{} is now {}, not the recorded {recorded}; replace the leg on purpose with `hamirrorctl replace`",
+                l.path,
+                b.identity()
+            ));
+        }
+        l.set_backend(b);
+        Ok(())
     }
 
     /// Reads the first block and writes it back: the leg must do both.

@@ -9,6 +9,7 @@ use super::rangelock::RangeLock;
 use super::{resync, EventSink, Inner, Recovery};
 use crate::backend::fault::{FaultInjector, FaultyBackend};
 use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
+use crate::backend::detached::DetachedBackend;
 use crate::backend::{Backend, LegIdentity};
 use crate::config::{InitialSync, VolumeConfig};
 use crate::error::OpenError;
@@ -29,13 +30,17 @@ pub(super) fn open(
 ) -> Result<Arc<Inner>, OpenError> {
     cfg.validate()?;
     check_metadata_paths(&cfg)?;
-    let backends = open_legs(&cfg, faults)?;
-    let opened = match MetaStore::probe(&cfg.metadata)? {
-        Probe::Absent => create_metadata(&cfg, &backends)?,
-        Probe::Present => MetaStore::open(&cfg.metadata)?,
+    let existing = MetaStore::probe(&cfg.metadata)? == Probe::Present;
+    let slots = open_legs(&cfg, faults.clone(), existing)?;
+    let opened = if existing {
+        MetaStore::open(&cfg.metadata)?
+    } else {
+        let all: Vec<_> = slots.iter().map(|s| s.clone().expect("a new volume opens every leg")).collect();
+        create_metadata(&cfg, &all)?
     };
     let Opened { store, mut header, bitmap, notes } = opened;
     check_header(&cfg, &header)?;
+    let backends = detach_missing(&cfg, &header, slots);
     let states = trusted_states(&cfg, &header, &backends)?;
     let unclean = !header.clean;
     apply_states(&mut header, &states, &cfg);
@@ -51,6 +56,7 @@ pub(super) fn open(
     }
     let recovery = crash_recovery(&cfg, unclean, &intent, &legs);
     let inner = Arc::new(Inner {
+        injector: faults,
         faults: Mutex::new(vec![Default::default(); legs.len()]),
         cfg,
         legs,
@@ -86,30 +92,70 @@ fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn open_legs(cfg: &VolumeConfig, faults: Option<Arc<FaultInjector>>) -> Result<Vec<Arc<dyn Backend>>, OpenError> {
-    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
-    for (i, leg) in cfg.legs.iter().enumerate() {
-        let path = leg.path.clone();
-        let mode = OpenMode { direct_io: cfg.leg_direct_io(i), sync_writes: !cfg.write_cache };
-        let b = FileBackend::open(&path, mode).map_err(|e| match e {
-            LegOpenError::Missing => OpenError::LegMissing { leg: i, path: path.clone() },
-            LegOpenError::NotStorage => OpenError::LegNotStorage { leg: i, path: path.clone() },
-            LegOpenError::Busy => duplicate_or_busy(&out, i, &path),
-            LegOpenError::Open(source) => OpenError::LegOpen { leg: i, path: path.clone(), source },
-        })?;
-        if let Some(other) = out.iter().position(|o| o.identity() == b.identity()) {
-            return Err(OpenError::LegDuplicate { leg: i, other, path });
+/// A leg opened, or why it could not be (kept only for an existing volume,
+/// which then starts without it).
+type Slot = Result<Arc<dyn Backend>, String>;
+
+fn open_legs(cfg: &VolumeConfig, faults: Option<Arc<FaultInjector>>, existing: bool) -> Result<Vec<Slot>, OpenError> {
+    let mut out: Vec<Slot> = Vec::new();
+    for i in 0..cfg.legs.len() {
+        let opened: Vec<Arc<dyn Backend>> = out.iter().filter_map(|s| s.clone().ok()).collect();
+        match open_leg(cfg, i, &faults, &opened) {
+            Ok(b) => out.push(Ok(b)),
+            // An array that is down must not keep the LUN down: an existing
+            // volume starts with the leg faulted and takes it back later.
+            Err(OpenError::LegMissing { .. }) | Err(OpenError::LegOpen { .. }) if existing => {
+                let why = open_leg(cfg, i, &faults, &opened).err().map(|e| e.to_string()).unwrap_or_default();
+                log::error!("{}: starting without leg {i}: {why}", cfg.name);
+                out.push(Err(why));
+            }
+            Err(e) => return Err(e),
         }
-        if b.size() < cfg.size {
-            return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need: cfg.size });
-        }
-        let b: Arc<dyn Backend> = match &faults {
-            Some(f) => Arc::new(FaultyBackend::new(i, Box::new(b), f.clone())),
-            None => Arc::new(b),
-        };
-        out.push(b);
     }
     Ok(out)
+}
+
+/// Opens leg `i` and checks it against the legs already open.
+pub(super) fn open_leg(
+    cfg: &VolumeConfig,
+    i: usize,
+    faults: &Option<Arc<FaultInjector>>,
+    opened: &[Arc<dyn Backend>],
+) -> Result<Arc<dyn Backend>, OpenError> {
+    let path = cfg.legs[i].path.clone();
+    let mode = OpenMode { direct_io: cfg.leg_direct_io(i), sync_writes: !cfg.write_cache };
+    let b = FileBackend::open(&path, mode).map_err(|e| match e {
+        LegOpenError::Missing => OpenError::LegMissing { leg: i, path: path.clone() },
+        LegOpenError::NotStorage => OpenError::LegNotStorage { leg: i, path: path.clone() },
+        LegOpenError::Busy => duplicate_or_busy(opened, i, &path),
+        LegOpenError::Open(source) => OpenError::LegOpen { leg: i, path: path.clone(), source },
+    })?;
+    if let Some(other) = opened.iter().position(|o| o.identity() == b.identity()) {
+        return Err(OpenError::LegDuplicate { leg: i, other, path });
+    }
+    if b.size() < cfg.size {
+        return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need: cfg.size });
+    }
+    Ok(match faults {
+        Some(f) => Arc::new(FaultyBackend::new(i, Box::new(b), f.clone())),
+        None => Arc::new(b),
+    })
+}
+
+/// Legs that could not be opened take their recorded identity, detached.
+fn detach_missing(cfg: &VolumeConfig, h: &Header, slots: Vec<Slot>) -> Vec<Arc<dyn Backend>> {
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Ok(b) => b,
+            Err(why) => {
+                let id = LegIdentity::from_recorded(&h.legs[i].identity);
+                let name = cfg.legs[i].path.display().to_string();
+                Arc::new(DetachedBackend::new(&name, id, cfg.size, why)) as Arc<dyn Backend>
+            }
+        })
+        .collect()
 }
 
 /// A leg that is busy because an earlier leg of this very volume holds it is
@@ -206,7 +252,11 @@ fn trusted_states(cfg: &VolumeConfig, h: &Header, legs: &[Arc<dyn Backend>]) -> 
     let states: Vec<LegState> = h
         .legs
         .iter()
-        .map(|r| match r.state {
+        .zip(legs)
+        .map(|(r, b)| match r.state {
+            _ if b.detached().is_some() => LegState::Faulted(FaultReason::Unavailable {
+                detail: b.detached().unwrap_or_default().to_owned(),
+            }),
             RecordedState::InSync if r.in_sync_generation == h.generation => LegState::InSync,
             RecordedState::InSync => LegState::Faulted(FaultReason::Recorded { detail: "stale generation".into() }),
             RecordedState::Faulted => LegState::Faulted(FaultReason::Recorded { detail: r.reason.clone() }),

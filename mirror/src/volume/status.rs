@@ -88,7 +88,7 @@ impl Inner {
         LegStatus {
             index: l.index,
             path: l.path.clone(),
-            identity: l.backend.identity().to_string(),
+            identity: l.backend().identity().to_string(),
             state: l.state(),
             inflight: l.inflight(),
             reads: s.reads.load(Relaxed),

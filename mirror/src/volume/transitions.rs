@@ -82,6 +82,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Records a new identity for a leg whose storage was replaced.
+    pub(crate) fn record_identity(&self, leg: usize, identity: &str) -> Result<(), Arc<MetaError>> {
+        let mut header = self.header.lock();
+        let mut next = header.clone();
+        next.generation += 1;
+        next.legs[leg].identity = identity.to_owned();
+        self.intent.store().write_header(&next).map_err(Arc::new)?;
+        *header = next;
+        Ok(())
+    }
+
     pub(crate) fn recorded_rebuild(&self, leg: usize) -> (u64, bool) {
         let h = self.header.lock();
         let r = &h.legs[leg];

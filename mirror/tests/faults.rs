@@ -94,11 +94,16 @@ fn read_errors_past_the_budget_fault_the_leg() {
     cfg.auto_failback = false;
     let (v, faults, _) = open(&cfg);
     faults.add(rule("leg=0 op=read action=error errno=5"));
-    // Scattered reads (a sequential stream would stay on leg 1).
-    for i in (0..8).rev() {
+    // Scattered reads (a sequential stream would stay on leg 1); balancing
+    // sends some of them to leg 0, which fails each one.
+    for i in (0..200).rev() {
         read(&v, i * 8192, 4096).expect("served by leg 1");
+        if state_name(&v, 0) == "faulted" {
+            break;
+        }
     }
     assert_eq!(state_name(&v, 0), "faulted");
+    assert_eq!(v.status().legs[0].read_errors, 3, "faulted on the error past the budget of 2");
     v.shutdown();
     drop(v);
 }

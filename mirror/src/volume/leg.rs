@@ -11,9 +11,8 @@
 use crate::backend::Backend;
 use crate::buf::{AlignedBuf, HostWriteBuf};
 use crate::state::LegState;
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -87,14 +86,14 @@ pub(crate) struct Leg {
     /// Where the last read on this leg ended, to keep sequential streams here.
     pub last_read_end: AtomicU64,
     pub stats: LegStats,
-    tx: Sender<(u64, Arc<Ticket>, Job)>,
+    queue: Arc<JobQueue>,
     inflight: Mutex<HashMap<u64, Arc<Ticket>>>,
     next_id: AtomicU64,
 }
 
 impl Leg {
     pub fn new(index: usize, backend: Arc<dyn Backend>, state: LegState, threads: usize) -> io::Result<Arc<Leg>> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let queue = Arc::new(JobQueue::default());
         let leg = Arc::new(Leg {
             index,
             path: backend.name().to_owned(),
@@ -104,15 +103,15 @@ impl Leg {
             read_errors_budget_used: AtomicU64::new(0),
             last_read_end: AtomicU64::new(u64::MAX),
             stats: LegStats::default(),
-            tx,
+            queue: queue.clone(),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
         });
         for t in 0..threads {
-            let (leg, rx) = (Arc::downgrade(&leg), rx.clone());
+            let (leg, queue) = (Arc::downgrade(&leg), queue.clone());
             std::thread::Builder::new()
                 .name(format!("hm-leg{index}-{t}"))
-                .spawn(move || worker(leg, rx))?;
+                .spawn(move || worker(leg, &queue))?;
         }
         Ok(leg)
     }
@@ -129,12 +128,7 @@ impl Leg {
             self.needs_flush.store(true, Relaxed);
         }
         self.inflight.lock().insert(id, ticket.clone());
-        if let Err(e) = self.tx.send((id, ticket, job)) {
-            // Workers are gone: the volume is being torn down.
-            let (_, t, _) = e.into_inner();
-            self.inflight.lock().remove(&id);
-            t.resolve(Err(io::Error::new(io::ErrorKind::BrokenPipe, "leg closed")));
-        }
+        self.queue.push((id, ticket, job));
     }
 
     /// I/Os submitted and not yet returned by the kernel (including zombies).
@@ -215,8 +209,51 @@ impl Leg {
     }
 }
 
-fn worker(leg: std::sync::Weak<Leg>, rx: Receiver<(u64, Arc<Ticket>, Job)>) {
-    while let Ok((id, ticket, job)) = rx.recv() {
+type Queued = (u64, Arc<Ticket>, Job);
+
+/// A leg's job queue. Workers park on a condition variable at once: spinning
+/// or yielding idle workers (as channel receivers do) steal the CPU from the
+/// ones doing I/O when dozens of them share a few cores.
+#[derive(Default)]
+struct JobQueue {
+    jobs: Mutex<(VecDeque<Queued>, bool)>,
+    ready: Condvar,
+}
+
+impl JobQueue {
+    fn push(&self, q: Queued) {
+        self.jobs.lock().0.push_back(q);
+        self.ready.notify_one();
+    }
+
+    /// The next job; `None` once the leg is gone.
+    fn pop(&self) -> Option<Queued> {
+        let mut j = self.jobs.lock();
+        loop {
+            if let Some(q) = j.0.pop_front() {
+                return Some(q);
+            }
+            if j.1 {
+                return None;
+            }
+            self.ready.wait(&mut j);
+        }
+    }
+
+    fn close(&self) {
+        self.jobs.lock().1 = true;
+        self.ready.notify_all();
+    }
+}
+
+impl Drop for Leg {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue) {
+    while let Some((id, ticket, job)) = queue.pop() {
         let Some(leg) = leg.upgrade() else { return };
         let was_write = job.is_write();
         let result = leg.run(job);

@@ -322,3 +322,30 @@ fn out_of_range_and_unaligned_io_is_refused() {
     v.shutdown();
     drop(v);
 }
+
+#[test]
+fn io_queued_behind_a_hung_leg_never_runs_after_it_was_given_up() {
+    // One worker per leg, hung: the writes behind it are timed out while
+    // still queued. When the hang ends they must not be performed (their
+    // host buffers may be gone), so the leg never sees them.
+    let d = Dir::new("queued");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.leg_threads = 1;
+    cfg.auto_failback = false;
+    let (v, faults, _) = open(&cfg);
+    faults.add(rule("leg=1 op=write count=1 action=hang"));
+    // Four writes at once: the first hangs in leg 1's only worker, the
+    // other three wait in its queue when the deadline passes.
+    std::thread::scope(|s| {
+        for i in 0..4u64 {
+            let v = v.clone();
+            s.spawn(move || write(&v, i * 4096, &pattern(4096, 100 + i)).unwrap());
+        }
+    });
+    assert_eq!(state_name(&v, 1), "faulted");
+    faults.release_hangs();
+    wait_for("leg 1 drained", Duration::from_secs(5), || v.status().legs[1].inflight == 0);
+    let st = v.status();
+    assert_eq!(st.legs[1].writes, 1, "only the write that was already in the kernel ran");
+    v.shutdown();
+}

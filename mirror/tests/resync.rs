@@ -186,6 +186,12 @@ fn replace_takes_a_new_disk_at_the_path_and_rebuilds_it_fully() {
     v.replace_leg(1).unwrap();
     wait_for("full rebuild", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
     assert_eq!(v.resync_bytes() - before, 4 * MIB);
+    // In place: the same file (its lock held by the old handle) is taken anew.
+    v.fail_leg(1).unwrap();
+    let before = v.resync_bytes();
+    v.replace_leg(1).unwrap();
+    wait_for("second full rebuild", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert_eq!(v.resync_bytes() - before, 4 * MIB);
     v.shutdown();
     drop(v);
     assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));

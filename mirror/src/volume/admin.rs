@@ -1,7 +1,10 @@
 //! What an administrator can do to a running volume (`hamirrorctl`).
 
 use super::{Inner, Volume};
+use crate::backend::detached::DetachedBackend;
+use crate::meta::RecordedState;
 use crate::state::LegState;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Why an admin request was refused. Each says what to do instead.
@@ -88,6 +91,12 @@ impl Volume {
         if n > 0 {
             return Err(AdminError::Outstanding { leg, n });
         }
+        // Let go of the old storage first: the new disk may be the same
+        // file, whose lock the old handle holds.
+        let old = l.backend();
+        let why = "being replaced".to_owned();
+        l.set_backend(Arc::new(DetachedBackend::new(&l.path, old.identity().clone(), inner.cfg.size, why)));
+        drop(old);
         let others: Vec<_> = inner.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
         let b = super::open::open_leg(&inner.cfg, leg, &inner.injector, &others)
             .map_err(|e| AdminError::Unavailable { leg, why: e.to_string() })?;
@@ -95,11 +104,10 @@ impl Volume {
         l.set_backend(b);
         inner.forget_faults(leg);
         l.read_errors_budget_used.store(0, Relaxed);
-        inner.record_cursor(leg, 0, true).map_err(|e| AdminError::Metadata(e.to_string()))?;
+        let full = RecordedState::Rebuilding { full: true };
         inner
-            .change_state(leg, LegState::Rebuilding, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
-            .map_err(|e| refused(leg, e))?;
-        inner.record_cursor(leg, 0, true).map_err(|e| AdminError::Metadata(e.to_string()))
+            .change_state_as(leg, LegState::Rebuilding, full, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
+            .map_err(|e| refused(leg, e))
     }
 
     pub fn pause_resync(&self, paused: bool) {

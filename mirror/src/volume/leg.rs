@@ -255,6 +255,13 @@ impl Drop for Leg {
 fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue) {
     while let Some((id, ticket, job)) = queue.pop() {
         let Some(leg) = leg.upgrade() else { return };
+        if ticket.resolved.load(std::sync::atomic::Ordering::Acquire) {
+            // Given up on (timed out or abandoned) before it started: its
+            // host command may be complete and its buffer reused or unmapped,
+            // so it must not touch it.
+            leg.inflight.lock().remove(&id);
+            continue;
+        }
         let was_write = job.is_write();
         let result = leg.run(job);
         let us = ticket.started.elapsed().as_micros() as u64;

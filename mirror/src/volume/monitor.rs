@@ -63,6 +63,11 @@ impl Inner {
             self.intent.clear_unheld(0, self.intent.len().saturating_sub(1));
         }
         let synced = self.intent.sync().is_ok();
+        // Whatever is still queued behind a hung leg must never run: its
+        // host buffers go away with the device.
+        for l in &self.legs {
+            l.abandon_inflight();
+        }
         self.stop_threads();
         if synced {
             if let Err(e) = self.record_clean(true) {

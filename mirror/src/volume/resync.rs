@@ -128,14 +128,17 @@ impl Inner {
         let mut copied = 0;
         let mut checkpoint = Instant::now();
         loop {
-            if self.legs[leg].state() != LegState::Rebuilding || self.shutting_down.load(Relaxed) {
+            if self.legs[leg].state() != LegState::Rebuilding {
                 return;
+            }
+            if self.shutting_down.load(Relaxed) {
+                return self.checkpoint(leg, cursor, full);
             }
             let next = if full { (cursor < regions).then_some(cursor) } else { self.intent.next_set(cursor) };
             let Some(r) = next else { break };
             match self.copy_region(r, None, &[leg]) {
                 Step::Copied(n) => copied += n,
-                Step::Stopped => return,
+                Step::Stopped => return self.checkpoint(leg, cursor, full),
                 Step::SourceFailed => continue,
                 Step::TargetFailed => {
                     self.emit(Event::ResyncFailed { leg, kind, error: format!("{}", self.legs[leg].state()) });
@@ -156,6 +159,14 @@ impl Inner {
         if self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding).is_ok() {
             self.forget_faults_if_stable(leg);
             self.emit(Event::ResyncFinished { leg, kind, copied_bytes: copied, seconds: t0.elapsed().as_secs_f64() });
+        }
+    }
+
+    /// Records how far a rebuild got (after the target flushed), so that the
+    /// next start continues from there.
+    fn checkpoint(&self, leg: usize, cursor: u64, full: bool) {
+        if self.leg_io_wait(leg, Job::Flush).is_ok() {
+            let _ = self.record_cursor(leg, cursor, full);
         }
     }
 

@@ -33,6 +33,20 @@ impl Inner {
         to: LegState,
         allowed: impl FnOnce(&LegState) -> bool,
     ) -> Result<(), Refused> {
+        let rec = recorded(&to);
+        self.change_state_as(leg, to, rec, allowed)
+    }
+
+    /// Like [`change_state`](Self::change_state), recording `rec` (e.g. a
+    /// full rebuild) in the same metadata write, so that the resync worker
+    /// woken by the change can never see a half-made decision.
+    pub(crate) fn change_state_as(
+        &self,
+        leg: usize,
+        to: LegState,
+        rec_state: RecordedState,
+        allowed: impl FnOnce(&LegState) -> bool,
+    ) -> Result<(), Refused> {
         let mut header = self.header.lock();
         let from = self.legs[leg].state();
         if !allowed(&from) || from == to {
@@ -45,7 +59,7 @@ impl Inner {
         let mut next = header.clone();
         next.generation += 1;
         let rec = &mut next.legs[leg];
-        rec.state = recorded(&to);
+        rec.state = rec_state;
         rec.reason = match &to {
             LegState::Faulted(r) => r.to_string().chars().take(120).collect(),
             _ => String::new(),

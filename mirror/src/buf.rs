@@ -81,24 +81,51 @@ impl HostReadBuf for Vec<u8> {
 
 /// A heap buffer whose start is aligned for `O_DIRECT`, in safe code: it
 /// over-allocates and slices from the first aligned byte.
+///
+/// Buffers are recycled through a small pool by power-of-two size class:
+/// a fresh large allocation is an `mmap` plus a page fault per page, which
+/// cost a resync copying 1 MiB spans a third of its throughput.
 pub struct AlignedBuf {
     raw: Vec<u8>,
     start: usize,
     len: usize,
 }
 
+/// Size classes 4 KiB .. 4 MiB; at most `POOL_BYTES_PER_CLASS` kept per class.
+const POOL_CLASSES: usize = 11;
+const POOL_BYTES_PER_CLASS: usize = 16 << 20;
+static POOL: [parking_lot::Mutex<Vec<Vec<u8>>>; POOL_CLASSES] =
+    [const { parking_lot::Mutex::new(Vec::new()) }; POOL_CLASSES];
+
+fn size_class(len: usize) -> Option<usize> {
+    let c = len.max(4096).next_power_of_two().trailing_zeros() as usize - 12;
+    (c < POOL_CLASSES).then_some(c)
+}
+
 impl AlignedBuf {
     pub const ALIGN: usize = 4096;
 
+    /// A buffer of `len` zero bytes.
     pub fn zeroed(len: usize) -> Self {
-        let raw = vec![0u8; len + Self::ALIGN];
+        let mut b = Self::uninit(len);
+        b.as_mut_slice().fill(0);
+        b
+    }
+
+    /// A buffer of `len` bytes of unspecified (but initialised) content, for
+    /// callers that overwrite all of it, such as reads.
+    pub fn uninit(len: usize) -> Self {
+        let class = size_class(len);
+        let raw = class
+            .and_then(|c| POOL[c].lock().pop())
+            .unwrap_or_else(|| vec![0u8; class.map_or(len, |c| 4096 << c) + Self::ALIGN]);
         let misalign = raw.as_ptr() as usize % Self::ALIGN;
         let start = if misalign == 0 { 0 } else { Self::ALIGN - misalign };
         AlignedBuf { raw, start, len }
     }
 
     pub fn from_slice(data: &[u8]) -> Self {
-        let mut b = Self::zeroed(data.len());
+        let mut b = Self::uninit(data.len());
         b.as_mut_slice().copy_from_slice(data);
         b
     }
@@ -117,6 +144,19 @@ impl AlignedBuf {
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let Some(c) = size_class(self.len) else { return };
+        if self.raw.len() != (4096 << c) + Self::ALIGN {
+            return;
+        }
+        let mut pool = POOL[c].lock();
+        if pool.len() * (4096 << c) < POOL_BYTES_PER_CLASS {
+            pool.push(std::mem::take(&mut self.raw));
+        }
     }
 }
 
@@ -139,6 +179,17 @@ mod tests {
             assert_eq!(b.as_slice().as_ptr() as usize % AlignedBuf::ALIGN, 0);
             assert_eq!(b.len(), len);
         }
+    }
+
+    #[test]
+    fn a_recycled_buffer_is_aligned_and_zeroed_when_asked() {
+        let mut a = AlignedBuf::zeroed(10_000);
+        a.as_mut_slice().fill(7);
+        drop(a);
+        let b = AlignedBuf::zeroed(9_000);
+        assert_eq!(b.as_slice().as_ptr() as usize % AlignedBuf::ALIGN, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        assert_eq!(b.len(), 9_000);
     }
 
     #[test]

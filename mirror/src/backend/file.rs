@@ -207,7 +207,7 @@ impl Backend for FileBackend {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let a = self.alignment;
         if a > 1 && ((buf.as_ptr() as usize) % a != 0 || buf.len() % a != 0) {
-            let mut bounce = AlignedBuf::zeroed(buf.len());
+            let mut bounce = AlignedBuf::uninit(buf.len());
             self.file().read_exact_at(bounce.as_mut_slice(), offset)?;
             buf.copy_from_slice(bounce.as_slice());
             return Ok(());
@@ -248,7 +248,7 @@ impl FileBackend {
     /// O_DIRECT needs aligned memory: copy into an aligned buffer first.
     fn write_bounced(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut bounce = AlignedBuf::zeroed(len);
+        let mut bounce = AlignedBuf::uninit(len);
         let mut at = 0;
         for b in bufs {
             bounce.as_mut_slice()[at..at + b.len()].copy_from_slice(b);

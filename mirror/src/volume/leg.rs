@@ -182,7 +182,7 @@ impl Leg {
         let b = &*backend;
         match job {
             Job::Read { offset, len } => {
-                let mut buf = AlignedBuf::zeroed(len);
+                let mut buf = AlignedBuf::uninit(len);
                 b.read_at(buf.as_mut_slice(), offset)?;
                 self.count(&self.stats.reads, &self.stats.read_bytes, len);
                 Ok(LegOut::Data(buf))

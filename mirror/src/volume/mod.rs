@@ -43,6 +43,8 @@ pub type Done = Box<dyn FnOnce(Result<(), IoError>) + Send>;
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 const EVENT_HISTORY: usize = 256;
+/// `last_host_io_ms` before the host's first I/O: the host counts as idle.
+const NO_HOST_IO_YET: u64 = u64::MAX;
 
 /// A handle to an open volume. Cheap to clone; [`Volume::shutdown`] stops it.
 #[derive(Clone)]
@@ -193,8 +195,12 @@ impl Inner {
     }
 
     fn host_idle_for_ms(&self) -> u64 {
+        let last = self.last_host_io_ms.load(Ordering::Relaxed);
+        if last == NO_HOST_IO_YET {
+            return u64::MAX;
+        }
         let now = self.started.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_host_io_ms.load(Ordering::Relaxed))
+        now.saturating_sub(last)
     }
 
     fn in_sync_count(&self) -> usize {

@@ -67,7 +67,7 @@ pub(super) fn open(
         sink,
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
-        last_host_io_ms: AtomicU64::new(0),
+        last_host_io_ms: AtomicU64::new(super::NO_HOST_IO_YET),
         recovery: Mutex::new(recovery),
         resync: Mutex::new(resync::Progress::default()),
         resync_wake: Condvar::new(),

@@ -28,6 +28,11 @@ pub(crate) struct Progress {
     pub max_mib_s: Option<u64>,
 }
 
+/// Bytes copied as one I/O: a resync pays its per-copy overhead once per
+/// span, not per region, while a host write that hits the span being
+/// copied waits for at most this much.
+const SPAN_BYTES: u64 = 1 << 20;
+
 /// How often progress is made durable.
 const CHECKPOINT: Duration = Duration::from_secs(1);
 /// The host counts as busy if it did I/O this recently.
@@ -88,7 +93,8 @@ impl Inner {
         let mut copied = 0;
         let mut cursor = 0;
         while let Some(r) = self.intent.next_set(cursor) {
-            match self.copy_region(r, Some(source), &targets) {
+            let n = self.span_of_set(r);
+            match self.copy_span(r, n, Some(source), &targets) {
                 Step::Copied(n) => copied += n,
                 Step::TargetFailed => {}
                 Step::SourceFailed => {
@@ -99,7 +105,7 @@ impl Inner {
                 }
                 Step::Stopped => return,
             }
-            cursor = r + 1;
+            cursor = r + n;
             self.recovery.lock().as_mut().map(|rec| rec.cursor = cursor);
         }
         let _ = self.flush_all_legs();
@@ -136,7 +142,8 @@ impl Inner {
             }
             let next = if full { (cursor < regions).then_some(cursor) } else { self.intent.next_set(cursor) };
             let Some(r) = next else { break };
-            match self.copy_region(r, None, &[leg]) {
+            let n = if full { (regions - r).min(self.span_regions()) } else { self.span_of_set(r) };
+            match self.copy_span(r, n, None, &[leg]) {
                 Step::Copied(n) => copied += n,
                 Step::Stopped => return self.checkpoint(leg, cursor, full),
                 Step::SourceFailed => continue,
@@ -145,7 +152,7 @@ impl Inner {
                     return;
                 }
             }
-            cursor = r + 1;
+            cursor = r + n;
             if checkpoint.elapsed() >= CHECKPOINT && self.leg_io_wait(leg, Job::Flush).is_ok() {
                 let _ = self.record_cursor(leg, cursor, full);
                 checkpoint = Instant::now();
@@ -175,15 +182,26 @@ impl Inner {
         // comes back and fails again soon must be recognised as flapping.
     }
 
-    /// Copies one region from `source` (or any in-sync leg) to `targets`.
-    fn copy_region(self: &Arc<Self>, region: u64, source: Option<usize>, targets: &[usize]) -> Step {
+    fn span_regions(&self) -> u64 {
+        (SPAN_BYTES / self.intent.region_bytes()).max(1)
+    }
+
+    /// How many regions from `first` on are set, consecutively (up to a span).
+    fn span_of_set(&self, first: u64) -> u64 {
+        let max = self.span_regions().min(self.intent.len() - first);
+        (1..max).find(|&i| !self.intent.is_set(first + i)).unwrap_or(max)
+    }
+
+    /// Copies regions `[first, first+count)` from `source` (or any in-sync
+    /// leg) to `targets`, as one I/O each way under one range lock.
+    fn copy_span(self: &Arc<Self>, first: u64, count: u64, source: Option<usize>, targets: &[usize]) -> Step {
         self.throttle();
         if self.shutting_down.load(Relaxed) {
             return Step::Stopped;
         }
         let rb = self.intent.region_bytes();
-        let offset = region * rb;
-        let len = rb.min(self.cfg.size - offset);
+        let offset = first * rb;
+        let len = (rb * count).min(self.cfg.size - offset);
         let guard = self.lock_wait(offset, len);
         let Some(src) = source.or_else(|| self.legs.iter().position(|l| l.is_in_sync())) else {
             return Step::Stopped;
@@ -197,11 +215,15 @@ impl Inner {
             }
         };
         let mut failed = false;
-        for &t in targets {
-            if !self.legs[t].takes_writes() {
-                continue;
-            }
-            let copy = crate::buf::AlignedBuf::from_slice(data.as_slice());
+        let live: Vec<usize> = targets.iter().copied().filter(|&t| self.legs[t].takes_writes()).collect();
+        let mut data = Some(data);
+        for (i, &t) in live.iter().enumerate() {
+            // The last target takes the buffer itself; others get a copy.
+            let copy = if i + 1 == live.len() {
+                data.take().expect("one buffer per span")
+            } else {
+                crate::buf::AlignedBuf::from_slice(data.as_ref().expect("not yet moved").as_slice())
+            };
             if let Err(e) = self.leg_io_wait(t, Job::WriteOwned { offset, data: copy }) {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 let _ = self.fault_leg(t, FaultReason::RebuildError { errno });

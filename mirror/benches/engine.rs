@@ -149,11 +149,17 @@ fn legs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn volume(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>) -> Volume {
-    volume_with(dir, paths, faults, 32)
+    volume_with(dir, paths, faults, 32, true)
 }
 
 /// `leg_threads` bounds how many I/Os a leg serves at once (an array's depth).
-fn volume_with(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>, leg_threads: usize) -> Volume {
+fn volume_with(
+    dir: &Path,
+    paths: &[PathBuf],
+    faults: Option<Arc<FaultInjector>>,
+    leg_threads: usize,
+    bitmap: bool,
+) -> Volume {
     let _ = std::fs::remove_file(dir.join("meta"));
     let cfg = VolumeConfig {
         name: "bench".into(),
@@ -163,6 +169,7 @@ fn volume_with(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>
         initial_sync: InitialSync::None,
         write_cache: true,
         leg_threads,
+        bitmap,
         io_timeout_ms: 30_000,
         last_leg_grace_ms: 30_000,
         ..VolumeConfig::default()
@@ -213,14 +220,44 @@ fn bench_dir(dir: &Path, label: &str) {
     // Balanced reads over legs that each add 1 ms per I/O.
     let faults = FaultInjector::new();
     faults.add(Rule::parse("op=read action=delay ms=1").unwrap());
-    let v = volume_with(dir, &paths, Some(faults), 8);
+    let v = volume_with(dir, &paths, Some(faults), 8, true);
     let two = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
     v.fail_leg(1).unwrap();
     let one = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
     println!("4k randread qd32, legs with 1 ms latency and 8 I/Os at once each: one leg {one:.0} IOPS, two legs {two:.0} IOPS, ratio {:.2}", two / one);
     v.shutdown();
     drop(v);
+    bitmap_overhead(dir, &paths);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 4k random writes at QD32 with the write-intent bitmap (every region
+/// already dirty: warm) against `bitmap = false`, alternating rounds.
+fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
+    let buf: Arc<dyn HostWriteBuf> = Arc::new(vec![3u8; 4096]);
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..3 {
+        for bitmap in [true, false] {
+            let v = volume_with(dir, paths, None, 32, bitmap);
+            let warm: Arc<dyn HostWriteBuf> = Arc::new(vec![0u8; 4096]);
+            for r in (0..SIZE).step_by(256 * 1024) {
+                sync_io(|d| v.write(r, warm.clone(), d)).unwrap();
+            }
+            let iops = run_qd(32, |o| sync_io(|d| v.write(o.next(), buf.clone(), d)).unwrap(), 4096, true);
+            if bitmap { with.push(iops) } else { without.push(iops) }
+            v.shutdown();
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (w, wo) = (median(&mut with), median(&mut without));
+    println!(
+        "4k randwrite qd32, warm regions: bitmap {w:.0} IOPS, no bitmap {wo:.0} IOPS, overhead {:.1}% (median of 3)",
+        (1.0 - w / wo) * 100.0
+    );
 }
 
 fn main() {

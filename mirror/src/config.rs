@@ -90,6 +90,10 @@ pub struct VolumeConfig {
     /// A new volume (no metadata yet) copies leg 0 onto the others (`full`),
     /// or trusts that they are equal (`none`, for blank disks).
     pub initial_sync: InitialSync,
+    /// Keep a write-intent bitmap (the default). Off, like md's
+    /// `--bitmap=none`: no metadata I/O before first writes, but a leg that
+    /// returns, and every restart after a crash, resyncs the whole volume.
+    pub bitmap: bool,
     /// Trust only this leg at open; every other leg gets a full rebuild from
     /// it. For putting hamirror back after a leg served the LUN alone, or
     /// after a leg was replaced while the volume was down. Refused if the
@@ -132,6 +136,7 @@ impl Default for VolumeConfig {
             flap_window_s: 600,
             initial_sync: InitialSync::Full,
             source: None,
+            bitmap: true,
         }
     }
 }

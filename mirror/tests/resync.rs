@@ -200,3 +200,29 @@ fn replace_takes_a_new_disk_at_the_path_and_rebuilds_it_fully() {
     assert_eq!(state_name(&v, 1), "in_sync");
     v.shutdown();
 }
+
+#[test]
+fn without_a_bitmap_a_returning_leg_and_a_crash_resync_everything() {
+    let d = Dir::new("nobitmap");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.bitmap = false;
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    write(&v, 0, &pattern(65536, 1)).unwrap();
+    assert_eq!(v.status().dirty_regions, 0, "no write-intent bits are kept");
+    v.fail_leg(1).unwrap();
+    write(&v, 65536, &pattern(65536, 2)).unwrap();
+    v.restore_leg(1).unwrap();
+    wait_for("full resync", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert_eq!(v.resync_bytes(), 4 * MIB, "a returning leg gets everything");
+    write(&v, 0, &pattern(65536, 3)).unwrap();
+    v.abandon(); // a crash
+    drop(v);
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 4 * MIB, "a crash without a bitmap resyncs everything");
+    assert_eq!(read(&v, 0, 65536).unwrap(), pattern(65536, 3));
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}

@@ -72,8 +72,9 @@ impl Volume {
         inner.reattach(leg).map_err(|why| AdminError::Unavailable { leg, why })?;
         inner.forget_faults(leg);
         l.read_errors_budget_used.store(0, Relaxed);
+        let rec = inner.returning_leg_state();
         inner
-            .change_state(leg, LegState::Rebuilding, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
+            .change_state_as(leg, LegState::Rebuilding, rec, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
             .map_err(|e| refused(leg, e))
     }
 

@@ -7,12 +7,22 @@
 //! metadata I/O. A region's bit is cleared lazily, by [`Intent::clear_idle`],
 //! once no write is in flight there, it has been idle for the clear delay,
 //! every leg is in sync and every leg has flushed since.
+//!
+//! The hot path takes no global lock: a write records itself in one of
+//! [`SHARDS`] activity maps, then checks `durable`, an atomic copy of the
+//! bits known to be on disk. Only a write to a region not durably marked
+//! goes to the slow path. The clearer removes a region's activity and its
+//! durable bit under the same shard lock, after checking that no write is
+//! in flight there; a write increments its count under that lock before it
+//! reads `durable`, so one of the two always sees the other.
 
 use crate::meta::{MetaError, MetaStore};
 use bitvec::order::Lsb0;
 use bitvec::vec::BitVec;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +34,30 @@ struct Active {
     last: Instant,
 }
 
+const SHARDS: usize = 32;
+
+/// Region numbers are already well spread: hash them with one multiply.
+#[derive(Default)]
+struct RegionHasher(u64);
+
+impl Hasher for RegionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e3779b97f4a7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e3779b97f4a7c15);
+    }
+}
+
+type ActiveMap = HashMap<u64, Active, BuildHasherDefault<RegionHasher>>;
+
 struct State {
     bits: Bits,
-    active: HashMap<u64, Active>,
     dirty_pages: BTreeSet<usize>,
     /// Pages not yet durable, with the batch that will make them so. A bit
     /// that is set in memory but whose page is pending is not yet a promise.
@@ -39,7 +70,12 @@ struct State {
 
 pub(crate) struct Intent {
     store: Arc<MetaStore>,
+    /// Off (`bitmap = false`): writes wait for nothing and set no bits.
+    enabled: bool,
     region_shift: u32,
+    shards: Vec<Mutex<ActiveMap>>,
+    /// Bits known to be set on disk (a subset of `State::bits`).
+    durable: Vec<AtomicU64>,
     st: Mutex<State>,
     wake: Condvar,
 }
@@ -54,13 +90,16 @@ impl State {
 }
 
 impl Intent {
-    pub fn new(store: Arc<MetaStore>, bits: Bits, region_size: u64) -> Arc<Intent> {
+    pub fn new(store: Arc<MetaStore>, bits: Bits, region_size: u64, enabled: bool) -> Arc<Intent> {
+        let durable = bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect();
         Arc::new(Intent {
             store,
+            enabled,
             region_shift: region_size.trailing_zeros(),
+            shards: (0..SHARDS).map(|_| Mutex::new(ActiveMap::default())).collect(),
+            durable,
             st: Mutex::new(State {
                 bits,
-                active: HashMap::new(),
                 dirty_pages: BTreeSet::new(),
                 pending: HashMap::new(),
                 next_batch: 1,
@@ -87,12 +126,20 @@ impl Intent {
     /// Marks a write to `[first, last]` as in flight and calls `done` once
     /// their bits are durable (at once if they already were).
     pub fn begin(&self, first: u64, last: u64, done: IntentDone) {
-        let mut st = self.st.lock();
+        if !self.enabled {
+            return done(Ok(()));
+        }
         let now = Instant::now();
+        for r in first..=last {
+            let mut shard = self.shard(r).lock();
+            shard.entry(r).or_insert(Active { inflight: 0, last: now }).inflight += 1;
+        }
+        if (first..=last).all(|r| self.is_durable(r)) {
+            return done(Ok(()));
+        }
+        let mut st = self.st.lock();
         let mut wait_for = 0;
         for r in first..=last {
-            let a = st.active.entry(r).or_insert(Active { inflight: 0, last: now });
-            a.inflight += 1;
             if !st.bits[r as usize] {
                 st.set_bit(r, true);
             }
@@ -110,16 +157,43 @@ impl Intent {
         self.wake.notify_one();
     }
 
+    fn shard(&self, region: u64) -> &Mutex<ActiveMap> {
+        &self.shards[(region as usize) % SHARDS]
+    }
+
+    fn is_durable(&self, r: u64) -> bool {
+        self.durable[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+    }
+
+    fn clear_durable(&self, r: u64) {
+        self.durable[(r / 64) as usize].fetch_and(!(1 << (r % 64)), Ordering::Release);
+    }
+
     /// The write to `[first, last]` is over (whatever its result).
     pub fn end(&self, first: u64, last: u64) {
-        let mut st = self.st.lock();
+        if !self.enabled {
+            return;
+        }
         let now = Instant::now();
         for r in first..=last {
-            if let Some(a) = st.active.get_mut(&r) {
+            if let Some(a) = self.shard(r).lock().get_mut(&r) {
                 a.inflight -= 1;
                 a.last = now;
             }
         }
+    }
+
+    /// Marks every region (a crash without a bitmap: everything may differ).
+    pub fn set_all(&self) {
+        let mut st = self.st.lock();
+        let n = st.bits.len() as u64;
+        for r in 0..n {
+            if !st.bits[r as usize] {
+                st.set_bit(r, true);
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
     }
 
     pub fn is_set(&self, region: u64) -> bool {
@@ -146,28 +220,42 @@ impl Intent {
 
     /// Idle regions whose bits may be cleared once the legs have flushed.
     pub fn idle_regions(&self, delay: Duration) -> Vec<(u64, Instant)> {
-        let st = self.st.lock();
         let now = Instant::now();
-        st.active
-            .iter()
-            .filter(|(_, a)| a.inflight == 0 && now.duration_since(a.last) >= delay)
-            .map(|(&r, a)| (r, a.last))
-            .collect()
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            let idle = shard.iter().filter(|(_, a)| a.inflight == 0 && now.duration_since(a.last) >= delay);
+            out.extend(idle.map(|(&r, a)| (r, a.last)));
+        }
+        out
     }
 
     /// Clears the given regions unless they were written again since
     /// `idle_regions` reported them. Call only after every leg flushed.
     pub fn clear_idle(&self, regions: &[(u64, Instant)]) -> usize {
+        let mut gone = Vec::new();
+        for &(r, stamp) in regions {
+            let mut shard = self.shard(r).lock();
+            let still_idle = shard.get(&r).is_some_and(|a| a.inflight == 0 && a.last == stamp);
+            if still_idle {
+                // Under the shard lock: a write that starts now sees the
+                // durable bit gone and takes the slow path.
+                self.clear_durable(r);
+                shard.remove(&r);
+                gone.push(r);
+            }
+        }
+        // The durable bit may have been published again since (the metadata
+        // thread holds `st`): check and clear again, with the shard held so
+        // that no write can start in between.
         let mut st = self.st.lock();
         let mut n = 0;
-        for &(r, stamp) in regions {
-            let still_idle = st.active.get(&r).is_some_and(|a| a.inflight == 0 && a.last == stamp);
-            if still_idle {
-                st.active.remove(&r);
-                if st.bits[r as usize] {
-                    st.set_bit(r, false);
-                    n += 1;
-                }
+        for r in gone {
+            let shard = self.shard(r).lock();
+            if st.bits[r as usize] && !shard.contains_key(&r) {
+                self.clear_durable(r);
+                st.set_bit(r, false);
+                n += 1;
             }
         }
         drop(st);
@@ -180,7 +268,12 @@ impl Intent {
     pub fn clear_unheld(&self, first: u64, last: u64) {
         let mut st = self.st.lock();
         for r in first..=last {
-            if !st.active.contains_key(&r) && st.bits[r as usize] {
+            if !st.bits[r as usize] {
+                continue;
+            }
+            let shard = self.shard(r).lock();
+            if !shard.contains_key(&r) {
+                self.clear_durable(r);
                 st.set_bit(r, false);
             }
         }
@@ -201,6 +294,19 @@ impl Intent {
         }
         self.wake.notify_one();
         rx.recv().unwrap_or(Ok(()))
+    }
+
+    /// After `pages` reached the disk as in `shadow`: their bits that are
+    /// still set in memory are durable. (A bit cleared meanwhile stays off.)
+    fn publish_durable(&self, st: &State, shadow: &Bits, pages: &[usize]) {
+        let rpp = MetaStore::regions_per_page();
+        let (disk, mem) = (shadow.as_raw_slice(), st.bits.as_raw_slice());
+        for &p in pages {
+            let (a, b) = (p * rpp / 64, ((p + 1) * rpp).div_ceil(64).min(mem.len()));
+            for w in a..b {
+                self.durable[w].store(disk[w] & mem[w], Ordering::Release);
+            }
+        }
     }
 
     pub fn stop(&self) {
@@ -245,6 +351,9 @@ impl Intent {
             }
             let ready: Vec<IntentDone> = {
                 let mut st = self.st.lock();
+                if result.is_ok() {
+                    self.publish_durable(&st, &shadow, &pages);
+                }
                 st.pending.retain(|_, b| *b > batch);
                 let (ready, keep) = std::mem::take(&mut st.waiters).into_iter().partition(|(b, _)| *b <= batch);
                 st.waiters = keep;

@@ -174,7 +174,8 @@ impl Inner {
         }
         log::info!("{}: leg {leg} answers again; resyncing it", self.cfg.name);
         l.read_errors_budget_used.store(0, Relaxed);
-        let _ = self.change_state(leg, LegState::Rebuilding, |s| matches!(s, LegState::Faulted(_)));
+        let rec = self.returning_leg_state();
+        let _ = self.change_state_as(leg, LegState::Rebuilding, rec, |s| matches!(s, LegState::Faulted(_)));
     }
 
     fn note_fault_retry(&self, leg: usize) {

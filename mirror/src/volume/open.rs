@@ -49,7 +49,7 @@ pub(super) fn open(
     store.write_header(&header)?;
 
     let store = Arc::new(store);
-    let intent = Intent::new(store.clone(), bitmap, header.region_size);
+    let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap);
     let mut legs = Vec::new();
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
         legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
@@ -288,7 +288,13 @@ fn apply_states(h: &mut Header, states: &[LegState], cfg: &VolumeConfig) {
 /// After an unclean stop, the regions in the bitmap may differ between legs:
 /// copy them from one in-sync leg to the others, reading from it meanwhile.
 fn crash_recovery(cfg: &VolumeConfig, unclean: bool, intent: &Intent, legs: &[Arc<Leg>]) -> Option<Recovery> {
-    if !unclean || intent.count_set() == 0 {
+    if !unclean {
+        return None;
+    }
+    if !cfg.bitmap {
+        intent.set_all();
+    }
+    if intent.count_set() == 0 {
         return None;
     }
     let source = cfg.source.unwrap_or_else(|| legs.iter().position(|l| l.is_in_sync()).unwrap_or(0));

@@ -107,6 +107,12 @@ impl Inner {
         Ok(())
     }
 
+    /// How a leg that comes back is resynced: the bitmap's regions, or
+    /// everything when there is no bitmap.
+    pub(crate) fn returning_leg_state(&self) -> RecordedState {
+        RecordedState::Rebuilding { full: !self.cfg.bitmap }
+    }
+
     pub(crate) fn recorded_rebuild(&self, leg: usize) -> (u64, bool) {
         let h = self.header.lock();
         let r = &h.legs[leg];

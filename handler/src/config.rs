@@ -351,7 +351,7 @@ fn default_name(meta: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mirror::WritePriority;
+    use mirror::config::InitialSync;
 
     const BASE: &str = "legs=/dev/a,/dev/b;meta=/m/v0.meta";
 
@@ -369,7 +369,7 @@ mod tests {
     fn an_inline_config_sets_legs_metadata_and_scalars() {
         let c = HandlerConfig::parse(
             "hamirror/legs=/dev/a,/dev/b,/dev/c;meta=/m/x.meta,/n/x.meta;name=db;io_timeout_ms=3000;\
-             write_cache=true;region_size=1M;write_priority=latency;source=2",
+             write_cache=true;region_size=1M;initial_sync=none;source=2",
         )
         .unwrap();
         let v = &c.volume;
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(v.io_timeout_ms, 3000);
         assert!(v.write_cache);
         assert_eq!(v.region_size, 1 << 20);
-        assert_eq!(v.write_priority, WritePriority::Latency);
+        assert_eq!(v.initial_sync, InitialSync::None);
         assert_eq!(v.source, Some(2));
     }
 
@@ -556,9 +556,9 @@ mod tests {
 
     #[test]
     fn an_unknown_enum_value_is_refused_with_the_choices() {
-        let e = err(&format!("{BASE};write_priority=fast"));
-        assert!(e.starts_with("`write_priority=fast`: unknown variant `fast`"), "{e}");
-        assert!(e.contains("redundancy") && e.contains("latency"), "{e}");
+        let e = err(&format!("{BASE};initial_sync=fast"));
+        assert!(e.starts_with("`initial_sync=fast`: unknown variant `fast`"), "{e}");
+        assert!(e.contains("full") && e.contains("none"), "{e}");
     }
 
     #[test]
@@ -642,7 +642,7 @@ mod tests {
             "region_size",
             "io_timeout_ms",
             "write_cache",
-            "write_priority",
+            "initial_sync",
             "name",
             "fault",
             "fault_panic",

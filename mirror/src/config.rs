@@ -20,19 +20,6 @@ pub struct LegConfig {
     pub direct_io: Option<bool>,
 }
 
-/// When a write is acknowledged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WritePriority {
-    /// Once every in-sync leg has it (a slow leg slows the host).
-    #[default]
-    Redundancy,
-    /// Once one leg has it, if another lags past `latency_threshold_ms`; the
-    /// laggard's region is marked dirty and caught up later (IBM SVC's
-    /// `mirrorwritepriority latency`).
-    Latency,
-}
-
 /// The whole configuration of one volume, as the engine consumes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,10 +42,6 @@ pub struct VolumeConfig {
     /// After this long the last in-sync leg is reported slow (it is never
     /// faulted for a timeout alone).
     pub last_leg_grace_ms: u64,
-    pub write_priority: WritePriority,
-    /// With `write_priority = "latency"`: how far a leg may lag behind the
-    /// first one to finish before the write is acknowledged without it.
-    pub latency_threshold_ms: u64,
     /// Resync ceiling, in MiB/s (0 = unlimited).
     pub resync_max_mib_s: u64,
     /// Resync floor while the host is busy, in MiB/s.
@@ -120,8 +103,6 @@ impl Default for VolumeConfig {
             region_size: DEFAULT_REGION_SIZE,
             io_timeout_ms: 5_000,
             last_leg_grace_ms: 30_000,
-            write_priority: WritePriority::Redundancy,
-            latency_threshold_ms: 50,
             resync_max_mib_s: 0,
             resync_min_mib_s: 10,
             direct_io: true,

@@ -19,7 +19,7 @@ pub mod volume;
 
 pub use backend::{Backend, LegIdentity};
 pub use buf::{HostReadBuf, HostWriteBuf};
-pub use config::{LegConfig, VolumeConfig, WritePriority};
+pub use config::{LegConfig, VolumeConfig};
 pub use error::{IoError, OpenError};
 pub use event::Event;
 pub use state::{FaultReason, LegState};

@@ -92,18 +92,15 @@ pub fn chain(e: &dyn Error) -> String {
     s
 }
 
-/// Parses a cfgstring and checks what can be checked without opening: the
-/// legs exist. The reason names what to fix.
+/// Parses a cfgstring and checks what can be checked without the LUN's size
+/// and without changing anything (the engine's preflight): legs exist, are
+/// storage and distinct; existing metadata belongs to these legs. The reason
+/// names what to fix. Leg sizes and locks are checked at open.
 pub fn check_config(cfgstring: &str) -> Result<(), String> {
     let cfg = HandlerConfig::parse(cfgstring).map_err(|e| chain(&e))?;
     #[cfg(feature = "fault-injection")]
     testing::maybe_panic(&cfg.test, Callout::CheckConfig);
-    for (i, leg) in cfg.volume.legs.iter().enumerate() {
-        if !leg.path.exists() {
-            return Err(format!("leg {i} ({}) does not exist; check the path", leg.path.display()));
-        }
-    }
-    Ok(())
+    mirror::volume::preflight(&cfg.volume).map_err(|e| chain(&e))
 }
 
 fn open_lun(dev: &Device<'_>, reopen: bool) -> Result<Lun, OpenLunError> {
@@ -350,7 +347,20 @@ mod tests {
     #[test]
     fn check_config_names_a_leg_that_does_not_exist() {
         let why = check_config("hamirror/legs=/nonexistent/a,/nonexistent/b;meta=/tmp/m.meta").unwrap_err();
-        assert_eq!(why, "leg 0 (/nonexistent/a) does not exist; check the path");
+        assert_eq!(why, "leg 0 (/nonexistent/a): does not exist; check the path or create the file");
+    }
+
+    #[test]
+    fn check_config_refuses_a_leg_listed_twice() {
+        let dir = std::env::temp_dir().join(format!("hm-cc-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let leg = dir.join("leg");
+        std::fs::write(&leg, [0u8; 4096]).unwrap();
+        let cfg = format!("hamirror/legs={0},{0};meta={1}", leg.display(), dir.join("m").display());
+        let why = check_config(&cfg).unwrap_err();
+        assert!(why.contains("the same storage as leg 0"), "{why}");
+        assert!(!dir.join("m").exists(), "check_config changes nothing");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

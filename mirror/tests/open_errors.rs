@@ -118,3 +118,43 @@ fn two_volumes_cannot_share_metadata() {
     v.shutdown();
     drop(v);
 }
+
+mod preflight {
+    use super::*;
+    use mirror::volume::preflight;
+
+    fn without_size(cfg: &VolumeConfig) -> VolumeConfig {
+        VolumeConfig { size: 0, ..cfg.clone() }
+    }
+
+    #[test]
+    fn a_good_new_config_passes_and_creates_nothing() {
+        let d = Dir::new("pf-ok");
+        let cfg = config(&d, 2, MIB);
+        preflight(&without_size(&cfg)).unwrap();
+        assert!(!cfg.metadata[0].exists(), "preflight must not create metadata");
+    }
+
+    #[test]
+    fn duplicates_missing_legs_and_foreign_metadata_are_caught_before_open() {
+        let d = Dir::new("pf-bad");
+        let cfg = config(&d, 2, MIB);
+        let mut dup = cfg.clone();
+        dup.legs[1].path = dup.legs[0].path.clone();
+        assert!(matches!(preflight(&dup), Err(OpenError::LegDuplicate { leg: 1, .. })));
+        let mut missing = cfg.clone();
+        missing.legs[0].path = d.path("absent");
+        assert!(matches!(preflight(&missing), Err(OpenError::LegMissing { leg: 0, .. })));
+
+        let (v, _, _) = open(&cfg);
+        v.shutdown();
+        drop(v);
+        let d2 = Dir::new("pf-bad2");
+        let mut foreign = config(&d2, 2, MIB);
+        foreign.metadata = cfg.metadata.clone();
+        let e = preflight(&without_size(&foreign)).unwrap_err();
+        assert!(e.to_string().contains("another volume"), "{e}");
+        // The volume's own config still passes, while it is closed or open.
+        preflight(&without_size(&cfg)).unwrap();
+    }
+}

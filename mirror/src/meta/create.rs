@@ -27,6 +27,28 @@ impl MetaStore {
         Ok(Probe::Absent)
     }
 
+    /// The newest valid header among the copies, read without locking or
+    /// changing anything (for checks before a volume is created). `None`
+    /// when no copy holds a valid header; an alien file is refused.
+    pub fn peek(paths: &[PathBuf]) -> Result<Option<Header>, MetaError> {
+        check_paths(paths)?;
+        let mut best: Option<Header> = None;
+        for path in paths {
+            let Some(file) = open_to_look(path)? else { continue };
+            match read_contents(&file).map_err(|e| io_err(path, e))? {
+                Contents::Alien => return Err(MetaError::NotMetadata { path: path.clone() }),
+                Contents::Version(found) => return Err(MetaError::Version { path: path.clone(), found }),
+                Contents::Valid { header, .. } => {
+                    if best.as_ref().is_none_or(|b| header.generation > b.generation) {
+                        best = Some(header);
+                    }
+                }
+                Contents::Blank | Contents::Corrupt { .. } => {}
+            }
+        }
+        Ok(best)
+    }
+
     /// Creates a new volume's copies at `paths`, each holding `header` (whose
     /// `volume_id` must not be all zeros: see [`Header::new`]) and an all-clear
     /// bitmap of `ceil(size / region_size)` regions, durable (files and their

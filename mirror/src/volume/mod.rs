@@ -12,6 +12,7 @@ mod io;
 mod leg;
 mod monitor;
 mod open;
+mod preflight;
 mod rangelock;
 mod resync;
 mod status;
@@ -19,6 +20,7 @@ mod transitions;
 mod verify;
 
 pub use admin::AdminError;
+pub use preflight::preflight;
 pub use status::{LegStatus, ResyncStatus, VolumeStatus};
 pub use verify::{VerifyError, VerifyStatus};
 

@@ -82,7 +82,7 @@ pub(super) fn open(
     Ok(inner)
 }
 
-fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> {
+pub(super) fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> {
     let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     for m in &cfg.metadata {
         if cfg.legs.iter().any(|l| canon(&l.path) == canon(m)) {

@@ -27,6 +27,8 @@ const FUNCTIONS: &[&str] = &[
     "tcmu_dev_get_num_lbas",
     "tcmu_dev_get_block_size",
     "tcmu_dev_set_write_cache_enabled",
+    "tcmu_dev_set_unmap_enabled",
+    "tcmu_dev_set_unmap_gran_align",
     "tcmu_sense_set_info",
     "tcmu_err_message",
     "tcmu_warn_message",

@@ -69,6 +69,23 @@ impl<'a> Device<'a> {
         unsafe { sys::tcmu_dev_set_write_cache_enabled(self.as_ptr(), enabled) }
     }
 
+    /// Whether UNMAP and WRITE SAME with UNMAP are offered to the host (the
+    /// LBPU/LBPWS bits). tcmu-runner 1.5.4 also reports LBPRZ=1 (unmapped
+    /// blocks read as zeroes), so offer it only where that holds.
+    pub fn set_unmap_enabled(&self, enabled: bool) {
+        // SAFETY: `self.raw` is a live device (`from_raw`'s contract).
+        unsafe { sys::tcmu_dev_set_unmap_enabled(self.as_ptr(), enabled) }
+    }
+
+    /// UNMAP GRANULARITY ALIGNMENT, in blocks. It must not be 0: tcmu-runner
+    /// 1.5.4 sets 0 before `open` and then computes `lba % align` for a WRITE
+    /// SAME with the UNMAP bit, a division by zero that kills the runner.
+    pub fn set_unmap_gran_align(&self, blocks: u32) {
+        assert!(blocks > 0, "tcmu-runner divides by the unmap alignment");
+        // SAFETY: `self.raw` is a live device (`from_raw`'s contract).
+        unsafe { sys::tcmu_dev_set_unmap_gran_align(self.as_ptr(), blocks) }
+    }
+
     /// Changes the LUN's size (in configfs too) and raises a capacity-changed
     /// unit attention for the host.
     pub fn update_size(&self, bytes: u64) -> Result<(), Errno> {

@@ -120,12 +120,18 @@ fn open_lun(dev: &Device<'_>, reopen: bool) -> Result<Lun, OpenLunError> {
     let opened = Volume::open(volume_cfg, event_sink(name.clone()));
     let volume = opened.map_err(|source| OpenLunError::Engine { name: name.to_string(), source })?;
     dev.set_write_cache_enabled(write_cache);
+    // Never 0: tcmu-runner 1.5.4 divides by it (see Device::set_unmap_gran_align).
+    dev.set_unmap_gran_align(1);
+    // tcmu-runner reports LBPRZ=1: offer UNMAP only if it reads back zeroes.
+    let unmap = volume.unmap_zeroes();
+    dev.set_unmap_enabled(unmap);
     #[cfg(feature = "fault-injection")]
     testing::register(&name, test.clone());
     log::info!(
-        "{name}: {} ({size} bytes, write cache {})",
+        "{name}: {} ({size} bytes, write cache {}, unmap {})",
         if reopen { "reopened" } else { "opened" },
-        on(write_cache)
+        on(write_cache),
+        if unmap { "on (reads back zeroes)" } else { "off (a leg cannot discard to zeroes; see unmap_zero_fill)" }
     );
     // The LUN serves even if its control socket cannot be made; say so.
     let control = match hamirror_ctl::serve(&name, volume.clone()) {

@@ -144,6 +144,13 @@ impl Volume {
         self.inner.compare_and_write(offset, compare, data, done)
     }
 
+    /// Whether an unmap makes the range read back as zeroes on every leg
+    /// (every leg discards to zeroes, or `unmap_zero_fill` is on). When not,
+    /// unmap is a no-op, and the host should not be offered it.
+    pub fn unmap_zeroes(&self) -> bool {
+        self.inner.cfg.unmap_zero_fill || self.inner.legs.iter().all(|l| l.backend().caps().discard_zeroes)
+    }
+
     pub fn status(&self) -> VolumeStatus {
         self.inner.status()
     }

@@ -21,6 +21,9 @@ pub struct FakeDevice {
     num_lbas: AtomicU64,
     block_size: u32,
     write_cache: AtomicBool,
+    /// What the handler told the runner about UNMAP.
+    pub unmap_enabled: AtomicBool,
+    pub unmap_gran_align: AtomicU32,
     private: AtomicPtr<c_void>,
     /// How often the handler asked for a size change.
     pub size_updates: AtomicU32,
@@ -33,6 +36,9 @@ impl FakeDevice {
             num_lbas: AtomicU64::new(size / u64::from(block_size)),
             block_size,
             write_cache: AtomicBool::new(false),
+            // As tcmu-runner 1.5.4 sets them before `open`.
+            unmap_enabled: AtomicBool::new(true),
+            unmap_gran_align: AtomicU32::new(0),
             private: AtomicPtr::new(std::ptr::null_mut()),
             size_updates: AtomicU32::new(0),
         })
@@ -278,6 +284,22 @@ pub unsafe extern "C" fn tcmu_dev_set_write_cache_enabled(dev: *mut sys::tcmu_de
     unsafe { fake(dev) }.write_cache.store(enabled, Ordering::SeqCst);
 }
 
+/// # Safety
+/// `dev` is a device this harness created.
+#[no_mangle]
+pub unsafe extern "C" fn tcmu_dev_set_unmap_enabled(dev: *mut sys::tcmu_device, enabled: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { fake(dev) }.unmap_enabled.store(enabled, Ordering::SeqCst);
+}
+
+/// # Safety
+/// `dev` is a device this harness created.
+#[no_mangle]
+pub unsafe extern "C" fn tcmu_dev_set_unmap_gran_align(dev: *mut sys::tcmu_device, align: u32) {
+    // SAFETY: the caller's contract.
+    unsafe { fake(dev) }.unmap_gran_align.store(align, Ordering::SeqCst);
+}
+
 /// Fixed-format sense data, INFORMATION field: VALID bit and bytes 3..7 (SPC).
 ///
 /// # Safety
@@ -293,7 +315,7 @@ pub unsafe extern "C" fn tcmu_sense_set_info(sense_buf: *mut u8, info: u32) {
 
 /// Every function above, referenced so that the linker keeps them all in the
 /// test executable (nothing in it calls them; the handler does, at run time).
-pub fn exported_functions() -> [*const c_void; 10] {
+pub fn exported_functions() -> [*const c_void; 12] {
     [
         tcmur_register_handler as *const c_void,
         tcmur_cmd_complete as *const c_void,
@@ -304,6 +326,8 @@ pub fn exported_functions() -> [*const c_void; 10] {
         tcmu_dev_get_num_lbas as *const c_void,
         tcmu_dev_get_block_size as *const c_void,
         tcmu_dev_set_write_cache_enabled as *const c_void,
+        tcmu_dev_set_unmap_enabled as *const c_void,
+        tcmu_dev_set_unmap_gran_align as *const c_void,
         tcmu_sense_set_info as *const c_void,
     ]
 }

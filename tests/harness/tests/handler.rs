@@ -338,3 +338,17 @@ fn data_survives_a_close_and_reopen() {
     assert_eq!(dev.read(5 * MIB, data.len(), &[]).data, data);
     dev.close();
 }
+
+#[test]
+fn open_sets_a_nonzero_unmap_alignment_and_offers_unmap_only_where_it_reads_back_zeroes() {
+    use std::sync::atomic::Ordering;
+    let Some(r) = runner_or_skip("unmap settings") else { return };
+    // tcmu-runner 1.5.4 divides by the alignment for WRITE SAME with UNMAP.
+    let (_l, plain) = open(r, "um0", "");
+    assert_ne!(plain.fake().unmap_gran_align.load(Ordering::SeqCst), 0);
+    // Leg files on this file system punch holes that read back zeroes, or
+    // not; either way the flag must match what the engine can promise.
+    let (_l2, filled) = open(r, "um1", ";unmap_zero_fill=true");
+    assert!(filled.fake().unmap_enabled.load(Ordering::SeqCst), "zero fill always reads back zeroes");
+    assert_ne!(filled.fake().unmap_gran_align.load(Ordering::SeqCst), 0);
+}

@@ -6,9 +6,11 @@
 #   SIZE       LUN size in bytes, or with a K, M, G or T suffix (1024-based): 20G
 #   CFGSTRING  hamirror's settings: the absolute path of a TOML file, e.g.
 #                /etc/hamirror/vol1.toml
-#              or inline key=value pairs separated by ';'. LIO cuts the inline
-#              form at the first ',' and rtslib refuses ':', so a list of legs
-#              needs the file. 'hamirror/' + CFGSTRING must fit in 255 bytes.
+#              or inline key=value pairs separated by ';', one path per leg=
+#              and meta= (they repeat):
+#                leg=/dev/mapper/a;leg=/dev/mapper/b;meta=/var/lib/hamirror/vol1.meta
+#              No ',' (LIO splits the string there) and no ':' (rtslib refuses
+#              it). 'hamirror/' + CFGSTRING must fit in 255 bytes.
 # Options:
 #   --wwn SERIAL        the unit serial ("wwn") hosts will see; LIO derives the
 #                       LUN's NAA id from it. Default: a new random one.

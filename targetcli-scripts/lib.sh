@@ -78,7 +78,7 @@ so_dirs() {
   return 0
 }
 
-so_config() {   # the user backstore's dev_config, e.g. hamirror/legs=...
+so_config() {   # the user backstore's dev_config, e.g. hamirror/leg=...;leg=...
   if [ -r "$1/attrib/dev_config" ]; then
     cat "$1/attrib/dev_config"
   else
@@ -405,14 +405,14 @@ check_cfgstring() {
   # rtslib hands dev_config to LIO through the backstore's control file, which
   # LIO splits at every ','; the handler would get the text up to the first comma.
   [[ $cfg != *,* ]] || die "the cfgstring may not contain ',': LIO's control file splits options at commas," \
-    "so hamirror would only see '${cfg%%,*}'. Put the settings in a TOML file and pass its path."
+    "so hamirror would only see '${cfg%%,*}'. Repeat the key (leg=/dev/a;leg=/dev/b) or pass a TOML file's path."
   [[ $cfg != *[[:space:]]* ]] || die "the cfgstring may not contain spaces (targetcli cannot pass them)"
   [ $(( ${#cfg} + 9 )) -le 255 ] \
     || die "'hamirror/' + cfgstring is $(( ${#cfg} + 9 )) bytes; LIO keeps at most 255: put the settings in a TOML file and pass its path"
 }
 
-# The legs of a cfgstring, one per line, in order: from `legs=` inline, or from
-# the TOML file's [[legs]] tables (path = "...").
+# The legs of a cfgstring, one per line, in order: from `leg=` items inline,
+# or from the TOML file's [[legs]] tables (path = "...").
 cfg_legs() {
   python3 - "${1#hamirror/}" <<'PY'
 import sys
@@ -424,8 +424,7 @@ if path.startswith("/"):
         legs = tomllib.load(f).get("legs", [])
     legs = [l["path"] if isinstance(l, dict) else l for l in legs]
 else:
-    kv = dict(p.split("=", 1) for p in cfg.split(";") if "=" in p)
-    legs = [l for l in kv.get("legs", "").split(",") if l]
+    legs = [p.split("=", 1)[1] for p in cfg.split(";") if p.startswith("leg=")]
 for leg in legs:
     print(leg)
 PY

@@ -4,8 +4,10 @@
 //! Two forms (after tcmu-runner's `hamirror/` prefix, which is stripped):
 //!
 //! - inline `key=value` pairs separated by `;`:
-//!   `legs=/dev/sdb,/dev/sdc;meta=/var/lib/hamirror/v0.meta;io_timeout_ms=3000`.
-//!   `legs` and `meta` take comma-separated absolute paths; every scalar key of
+//!   `leg=/dev/sdb;leg=/dev/sdc;meta=/var/lib/hamirror/v0.meta;io_timeout_ms=3000`.
+//!   `leg` and `meta` take one absolute path each and repeat, in order: a
+//!   comma never reaches us, because LIO splits `dev_config` at commas (and
+//!   targetcli's own check sees the whole string, hiding that); every scalar key of
 //!   [`VolumeConfig`] is accepted (`*_size` keys take K, M, G or T suffixes,
 //!   powers of 1024), and `source=N`;
 //! - the absolute path of a TOML file holding the same keys, with
@@ -36,30 +38,32 @@ const RUNNER_KEY: &str = "tcmur_cmd_time_out";
 /// message names what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the configuration is empty; give legs=PATH,PATH;meta=PATH or the absolute path of a TOML file")]
+    #[error("the configuration is empty; give leg=PATH;leg=PATH;meta=PATH or the absolute path of a TOML file")]
     Empty,
+    #[error("a `,` never reaches hamirror: LIO splits dev_config at commas; repeat the key instead (leg=/dev/sdb;leg=/dev/sdc) or give the path of a TOML file")]
+    Comma,
     #[error("dev_config is {len} bytes with the \"hamirror/\" prefix, but LIO keeps at most {MAX_DEV_CONFIG}; shorten the paths or move the settings into a TOML file and give its path")]
     TooLong { len: usize },
-    #[error("`{0}` is not key=value; separate settings with `;`, e.g. legs=/dev/sdb,/dev/sdc;meta=/var/lib/hamirror/v0.meta")]
+    #[error("`{0}` is not key=value; separate settings with `;`, e.g. leg=/dev/sdb;leg=/dev/sdc;meta=/var/lib/hamirror/v0.meta")]
     NotKeyValue(String),
-    #[error("unknown key `{key}`; known keys: legs, meta, source, {known}")]
+    #[error("unknown key `{key}`; known keys: leg, meta, source, {known}")]
     UnknownKey { key: String, known: String },
     #[error("`{0}` is given twice; give each key once")]
     Duplicate(String),
     #[error("`{0}` comes from the LUN (set the size when creating the backstore, and its hw_block_size attribute), not from the configuration; remove it")]
     FromDevice(String),
-    #[error("no legs given; list two or more leg paths, e.g. legs=/dev/sdb,/dev/sdc")]
+    #[error("no legs given; give two or more, one per leg=, e.g. leg=/dev/sdb;leg=/dev/sdc")]
     NoLegs,
     #[error("no metadata file given; add meta=PATH (on storage other than the legs), e.g. meta=/var/lib/hamirror/v0.meta")]
     NoMetadata,
-    #[error("`{key}` has an empty path at position {position}; remove the stray comma")]
-    EmptyPath { key: String, position: usize },
+    #[error("`{key}=` has no path; give one absolute path per `{key}=`")]
+    EmptyPath { key: String },
     #[error("`{key}` path {path} is relative; give absolute paths")]
     RelativePath { key: String, path: PathBuf },
     #[error("`{key}={value}`: {expected}")]
     BadValue { key: String, value: String, expected: String },
     #[error(
-        "after a configuration file path only `;tcmur_cmd_time_out=N` may follow; put `{0}` into the file"
+        "after a configuration file path only `;source=N` (and tcmu-runner's `;tcmur_cmd_time_out=N`) may follow; put `{0}` into the file"
     )]
     AfterFile(String),
     #[error("cannot read the configuration file {path}")]
@@ -93,6 +97,9 @@ impl HandlerConfig {
         let len = PREFIX.len() + body.len();
         if len > MAX_DEV_CONFIG {
             return Err(ConfigError::TooLong { len });
+        }
+        if body.contains(',') {
+            return Err(ConfigError::Comma);
         }
         let pairs = split_pairs(body)?;
         let mut table = match pairs.first() {
@@ -183,6 +190,7 @@ fn is_from_device(key: &str) -> bool {
 fn inline_table(pairs: &[Item<'_>]) -> Result<Table, ConfigError> {
     let defaults = scalar_defaults();
     let mut table = Table::new();
+    let (mut legs, mut metas) = (Vec::new(), Vec::new());
     for item in pairs {
         let (key, value) = match item {
             Item::Pair(k, v) => (*k, *v),
@@ -192,9 +200,15 @@ fn inline_table(pairs: &[Item<'_>]) -> Result<Table, ConfigError> {
         if crate::testing::TestOptions::absorb_inline(&mut table, key, value) {
             continue;
         }
+        match key {
+            "leg" => legs.push(leg_entry(one_path(key, value)?)),
+            "meta" => metas.push(Value::String(one_path(key, value)?)),
+            _ => {}
+        }
+        if key == "leg" || key == "meta" {
+            continue;
+        }
         let parsed = match key {
-            "legs" => Value::Array(path_list(key, value)?.into_iter().map(leg_entry).collect()),
-            "meta" => Value::Array(path_list(key, value)?.into_iter().map(Value::String).collect()),
             "source" => Value::Integer(integer(key, value)?),
             _ if is_from_device(key) => return Err(ConfigError::FromDevice(key.to_owned())),
             _ => match defaults.get(key) {
@@ -202,10 +216,15 @@ fn inline_table(pairs: &[Item<'_>]) -> Result<Table, ConfigError> {
                 None => return Err(ConfigError::UnknownKey { key: key.to_owned(), known: known_keys() }),
             },
         };
-        let key = if key == "meta" { "metadata" } else { key };
         if table.insert(key.to_owned(), parsed).is_some() {
             return Err(ConfigError::Duplicate(key.to_owned()));
         }
+    }
+    if !legs.is_empty() {
+        table.insert("legs".to_owned(), Value::Array(legs));
+    }
+    if !metas.is_empty() {
+        table.insert("metadata".to_owned(), Value::Array(metas));
     }
     Ok(table)
 }
@@ -214,16 +233,12 @@ fn leg_entry(path: String) -> Value {
     Value::Table(Table::from_iter([("path".to_owned(), Value::String(path))]))
 }
 
-/// A comma-separated list of paths, none empty.
-fn path_list(key: &str, value: &str) -> Result<Vec<String>, ConfigError> {
-    value
-        .split(',')
-        .enumerate()
-        .map(|(i, p)| match p {
-            "" => Err(ConfigError::EmptyPath { key: key.to_owned(), position: i }),
-            p => Ok(p.to_owned()),
-        })
-        .collect()
+/// The one path of a `leg=` or `meta=` item.
+fn one_path(key: &str, value: &str) -> Result<String, ConfigError> {
+    match value {
+        "" => Err(ConfigError::EmptyPath { key: key.to_owned() }),
+        p => Ok(p.to_owned()),
+    }
 }
 
 /// A value typed like the key's default.
@@ -273,18 +288,28 @@ fn size(key: &str, value: &str) -> Result<i64, ConfigError> {
 }
 
 /// The table of a TOML configuration file.
+/// The file's table, plus a `source=N` given after the path (put-back:
+/// the one setting an administrator changes for a single start).
 fn file_table(path: &Path, rest: &[Item<'_>]) -> Result<Table, ConfigError> {
-    if let Some(item) = rest.first() {
-        let text = match item {
-            Item::Pair(k, v) => format!("{k}={v}"),
-            Item::File(f) => (*f).to_owned(),
-        };
-        return Err(ConfigError::AfterFile(text));
+    let mut source = None;
+    for item in rest {
+        match item {
+            Item::Pair("source", v) if source.is_none() => source = Some(integer("source", v)?),
+            Item::Pair(k, v) => return Err(ConfigError::AfterFile(format!("{k}={v}"))),
+            Item::File(f) => return Err(ConfigError::AfterFile((*f).to_owned())),
+        }
     }
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
-    text.parse::<Table>()
-        .map_err(|e| ConfigError::Toml { path: path.to_owned(), message: e.message().to_owned() })
+    let mut table = text
+        .parse::<Table>()
+        .map_err(|e| ConfigError::Toml { path: path.to_owned(), message: e.message().to_owned() })?;
+    if let Some(n) = source {
+        if table.insert("source".to_owned(), Value::Integer(n)).is_some() {
+            return Err(ConfigError::Duplicate("source".to_owned()));
+        }
+    }
+    Ok(table)
 }
 
 /// Refuses keys the engine does not know and the ones the LUN decides.
@@ -327,14 +352,14 @@ fn check_paths(v: &VolumeConfig) -> Result<(), ConfigError> {
     if v.metadata.is_empty() {
         return Err(ConfigError::NoMetadata);
     }
-    check_absolute("legs", v.legs.iter().map(|l: &LegConfig| &l.path))?;
+    check_absolute("leg", v.legs.iter().map(|l: &LegConfig| &l.path))?;
     check_absolute("meta", v.metadata.iter())
 }
 
 fn check_absolute<'a>(key: &str, paths: impl Iterator<Item = &'a PathBuf>) -> Result<(), ConfigError> {
-    for (position, path) in paths.enumerate() {
+    for path in paths {
         if path.as_os_str().is_empty() {
-            return Err(ConfigError::EmptyPath { key: key.to_owned(), position });
+            return Err(ConfigError::EmptyPath { key: key.to_owned() });
         }
         if !path.is_absolute() {
             return Err(ConfigError::RelativePath { key: key.to_owned(), path: path.clone() });
@@ -353,7 +378,7 @@ mod tests {
     use super::*;
     use mirror::config::InitialSync;
 
-    const BASE: &str = "legs=/dev/a,/dev/b;meta=/m/v0.meta";
+    const BASE: &str = "leg=/dev/a;leg=/dev/b;meta=/m/v0.meta";
 
     fn err(cfg: &str) -> String {
         HandlerConfig::parse(cfg).unwrap_err().to_string()
@@ -368,7 +393,7 @@ mod tests {
     #[test]
     fn an_inline_config_sets_legs_metadata_and_scalars() {
         let c = HandlerConfig::parse(
-            "hamirror/legs=/dev/a,/dev/b,/dev/c;meta=/m/x.meta,/n/x.meta;name=db;io_timeout_ms=3000;\
+            "hamirror/leg=/dev/a;leg=/dev/b;leg=/dev/c;meta=/m/x.meta;meta=/n/x.meta;name=db;io_timeout_ms=3000;\
              write_cache=true;region_size=1M;initial_sync=none;source=2",
         )
         .unwrap();
@@ -445,7 +470,7 @@ mod tests {
     #[test]
     fn an_empty_config_says_what_to_write() {
         let want =
-            "the configuration is empty; give legs=PATH,PATH;meta=PATH or the absolute path of a TOML file";
+            "the configuration is empty; give leg=PATH;leg=PATH;meta=PATH or the absolute path of a TOML file";
         assert_eq!(err(""), want);
         assert_eq!(err("hamirror/"), want);
         assert_eq!(err(";;"), want);
@@ -467,14 +492,14 @@ mod tests {
         assert_eq!(
             err(&format!("{BASE};verbose")),
             "`verbose` is not key=value; separate settings with `;`, e.g. \
-             legs=/dev/sdb,/dev/sdc;meta=/var/lib/hamirror/v0.meta"
+             leg=/dev/sdb;leg=/dev/sdc;meta=/var/lib/hamirror/v0.meta"
         );
     }
 
     #[test]
     fn an_unknown_key_is_refused_with_the_known_ones() {
         let e = err(&format!("{BASE};io_timeout=5"));
-        assert!(e.starts_with("unknown key `io_timeout`; known keys: legs, meta, source, "), "{e}");
+        assert!(e.starts_with("unknown key `io_timeout`; known keys: leg, meta, source, "), "{e}");
         assert!(e.contains("io_timeout_ms"), "{e}");
         assert!(!e.contains(" size,"), "size comes from the LUN: {e}");
     }
@@ -482,7 +507,9 @@ mod tests {
     #[test]
     fn a_key_given_twice_is_refused() {
         assert_eq!(err(&format!("{BASE};name=a;name=b")), "`name` is given twice; give each key once");
-        assert_eq!(err(&format!("{BASE};meta=/x")), "`metadata` is given twice; give each key once");
+        // leg= and meta= repeat by design: each adds one path, in order.
+        let c = HandlerConfig::parse(&format!("{BASE};meta=/x")).unwrap();
+        assert_eq!(c.volume.metadata, [PathBuf::from("/m/v0.meta"), PathBuf::from("/x")]);
     }
 
     #[test]
@@ -504,29 +531,34 @@ mod tests {
     fn missing_legs_or_metadata_are_named() {
         assert_eq!(
             err("meta=/m/v.meta"),
-            "no legs given; list two or more leg paths, e.g. legs=/dev/sdb,/dev/sdc"
+            "no legs given; give two or more, one per leg=, e.g. leg=/dev/sdb;leg=/dev/sdc"
         );
         assert_eq!(
-            err("legs=/dev/a,/dev/b"),
+            err("leg=/dev/a;leg=/dev/b"),
             "no metadata file given; add meta=PATH (on storage other than the legs), \
              e.g. meta=/var/lib/hamirror/v0.meta"
         );
     }
 
     #[test]
-    fn an_empty_path_in_a_list_is_refused() {
-        assert_eq!(
-            err("legs=/dev/a,,/dev/b;meta=/m"),
-            "`legs` has an empty path at position 1; remove the stray comma"
-        );
-        assert_eq!(err("legs=;meta=/m"), "`legs` has an empty path at position 0; remove the stray comma");
+    fn an_empty_path_is_refused() {
+        assert_eq!(err("leg=/dev/a;leg=;meta=/m"), "`leg=` has no path; give one absolute path per `leg=`");
+        assert_eq!(err("leg=/dev/a;leg=/dev/b;meta="), "`meta=` has no path; give one absolute path per `meta=`");
+    }
+
+    #[test]
+    fn a_comma_is_refused_because_lio_would_cut_the_string_there() {
+        let want = "a `,` never reaches hamirror: LIO splits dev_config at commas; repeat the key instead \
+                    (leg=/dev/sdb;leg=/dev/sdc) or give the path of a TOML file";
+        assert_eq!(err("leg=/dev/a,/dev/b;meta=/m"), want);
+        assert_eq!(err("/etc/hamirror/a,b.toml"), want);
     }
 
     #[test]
     fn relative_paths_are_refused() {
-        assert_eq!(err("legs=dev/a,/dev/b;meta=/m"), "`legs` path dev/a is relative; give absolute paths");
+        assert_eq!(err("leg=dev/a;leg=/dev/b;meta=/m"), "`leg` path dev/a is relative; give absolute paths");
         assert_eq!(
-            err("legs=/dev/a,/dev/b;meta=m.meta"),
+            err("leg=/dev/a;leg=/dev/b;meta=m.meta"),
             "`meta` path m.meta is relative; give absolute paths"
         );
     }
@@ -562,11 +594,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_runners_option_may_follow_a_file_path() {
+    fn only_source_and_the_runners_option_may_follow_a_file_path() {
         assert_eq!(
             err("/etc/hamirror/v0.toml;name=x"),
-            "after a configuration file path only `;tcmur_cmd_time_out=N` may follow; put `name=x` into the file"
+            "after a configuration file path only `;source=N` (and tcmu-runner's `;tcmur_cmd_time_out=N`) \
+             may follow; put `name=x` into the file"
         );
+    }
+
+    #[test]
+    fn source_after_a_file_path_sets_the_put_back_source() {
+        let p = temp_file("source", "metadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n");
+        let c = HandlerConfig::parse(&format!("{};source=1;tcmur_cmd_time_out=30", p.display())).unwrap();
+        assert_eq!(c.volume.source, Some(1));
+        std::fs::write(&p, "source = 0\nmetadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n").unwrap();
+        assert_eq!(err(&format!("{};source=1", p.display())), "`source` is given twice; give each key once");
+        std::fs::remove_file(p).unwrap();
     }
 
     #[test]
@@ -599,7 +642,7 @@ mod tests {
 
     #[test]
     fn the_engines_own_checks_apply() {
-        assert_eq!(err("legs=/dev/a;meta=/m"), "1 legs given; a mirror needs 2 to 8 legs");
+        assert_eq!(err("leg=/dev/a;meta=/m"), "1 legs given; a mirror needs 2 to 8 legs");
         assert_eq!(
             err(&format!("{BASE};region_size=12K")),
             "region_size 12288 must be a power of two between 4 KiB and 1 GiB"

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use crate::testing::{self, TestState};
 
 /// What targetcli shows an administrator creating a `user:hamirror` backstore.
-pub const CFG_DESC: &str = "legs=/dev/A,/dev/B[,...];meta=/var/lib/hamirror/NAME.meta[,/other/NAME.meta]\
+pub const CFG_DESC: &str = "leg=/dev/A;leg=/dev/B[;leg=...];meta=/var/lib/hamirror/NAME.meta[;meta=/other/NAME.meta]\
 [;name=NAME][;io_timeout_ms=5000][;write_cache=false][;region_size=256K][;source=N]... \
-or the absolute path of a TOML file with the same keys. At most 246 characters; \
-size and block size come from the backstore.";
+(no commas: LIO splits the string there) or the absolute path of a TOML file with the same keys \
+[;source=N]. At most 246 characters; size and block size come from the backstore.";
 
 /// The hamirror handler (one per process).
 pub struct Hamirror;
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn check_config_names_a_leg_that_does_not_exist() {
-        let why = check_config("hamirror/legs=/nonexistent/a,/nonexistent/b;meta=/tmp/m.meta").unwrap_err();
+        let why = check_config("hamirror/leg=/nonexistent/a;leg=/nonexistent/b;meta=/tmp/m.meta").unwrap_err();
         assert_eq!(why, "leg 0 (/nonexistent/a): does not exist; check the path or create the file");
     }
 
@@ -362,7 +362,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let leg = dir.join("leg");
         std::fs::write(&leg, [0u8; 4096]).unwrap();
-        let cfg = format!("hamirror/legs={0},{0};meta={1}", leg.display(), dir.join("m").display());
+        let cfg = format!("hamirror/leg={0};leg={0};meta={1}", leg.display(), dir.join("m").display());
         let why = check_config(&cfg).unwrap_err();
         assert!(why.contains("the same storage as leg 0"), "{why}");
         assert!(!dir.join("m").exists(), "check_config changes nothing");
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn check_config_passes_a_parse_error_through() {
         assert_eq!(
-            check_config("legs=/a").unwrap_err(),
+            check_config("leg=/a").unwrap_err(),
             "no metadata file given; add meta=PATH (on storage other than the legs), e.g. meta=/var/lib/hamirror/v0.meta"
         );
     }

@@ -33,10 +33,11 @@ impl Legs {
         self.meta.file_stem().unwrap().to_string_lossy().into_owned()
     }
 
-    /// `hamirror/legs=...;meta=...;initial_sync=none` plus `extra` (`;k=v...`).
+    /// `hamirror/leg=...;leg=...;meta=...;initial_sync=none` plus `extra` (`;k=v...`).
     pub fn cfgstring(&self, extra: &str) -> String {
         let legs: Vec<String> = self.legs.iter().map(|p| p.display().to_string()).collect();
-        format!("hamirror/legs={};meta={};initial_sync=none{extra}", legs.join(","), self.meta.display())
+        let legs: String = legs.iter().map(|l| format!("leg={l};")).collect();
+        format!("hamirror/{legs}meta={};initial_sync=none{extra}", self.meta.display())
     }
 
     /// The bytes of leg `i` in `[offset, offset+len)`.

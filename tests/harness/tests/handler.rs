@@ -270,7 +270,7 @@ fn check_config_accepts_a_good_config_and_says_what_to_fix_in_a_bad_one() {
     let Some(r) = runner_or_skip("check_config") else { return };
     let legs = Legs::new("check", 2, MIB);
     assert_eq!(r.check_config(&legs.cfgstring("")), Ok(()));
-    let why = r.check_config("hamirror/legs=/nonexistent/a,/nonexistent/b;meta=/tmp/x.meta").unwrap_err();
+    let why = r.check_config("hamirror/leg=/nonexistent/a;leg=/nonexistent/b;meta=/tmp/x.meta").unwrap_err();
     assert_eq!(why, "leg 0 (/nonexistent/a): does not exist; check the path or create the file");
     let why = r.check_config(&legs.cfgstring(";colour=red")).unwrap_err();
     assert!(why.starts_with("unknown key `colour`"), "{why}");

@@ -14,7 +14,7 @@ mkdir -p /var/lib/hamirror
 for d in "$L0" "$L1" "$SMALL"; do head -c 1M /dev/urandom | dd of="$d" bs=1M conv=notrunc status=none; done
 
 # Another volume's metadata: made by a real volume over two other legs.
-must "a first volume (other) is created" hamirror-create.sh other 64M "legs=$O0,$O1;meta=/var/lib/hamirror/other.meta;initial_sync=none"
+must "a first volume (other) is created" hamirror-create.sh other 64M "leg=$O0;leg=$O1;meta=/var/lib/hamirror/other.meta;initial_sync=none"
 must "and removed, leaving its metadata" hamirror-teardown.sh other
 
 sums() { md5sum "$L0" "$L1" "$SMALL" /var/lib/hamirror/other.meta 2>/dev/null; ls /var/lib/hamirror; }
@@ -36,13 +36,13 @@ attempt() {
   check "$name: no backstore was left behind" sh -c "! targetcli ls /backstores/user:hamirror 2>/dev/null | grep -q ' $name '"
 }
 
-attempt missing "legs=$L0,/dev/mapper/nope;meta=/var/lib/hamirror/m1.meta" "leg 1 .*does not exist"
-attempt small "legs=$L0,$SMALL;meta=/var/lib/hamirror/m2.meta" "smaller than the volume"
-attempt twice "legs=$L0,$L0;meta=/var/lib/hamirror/m3.meta" "same storage as leg 0"
-attempt foreign "legs=$L0,$L1;meta=/var/lib/hamirror/other.meta" "another volume"
-attempt malformed "legs=$L0,$L1;meta" "not key=value"
-attempt unknown "legs=$L0,$L1;meta=/var/lib/hamirror/m4.meta;colour=red" "unknown key .colour."
-attempt toolong "legs=$L0,$L1;meta=/var/lib/hamirror/$(printf 'x%.0s' $(seq 250)).meta" "255|too long|at most"
+attempt missing "leg=$L0;leg=/dev/mapper/nope;meta=/var/lib/hamirror/m1.meta" "leg 1 .*does not exist"
+attempt small "leg=$L0;leg=$SMALL;meta=/var/lib/hamirror/m2.meta" "smaller than the volume"
+attempt twice "leg=$L0;leg=$L0;meta=/var/lib/hamirror/m3.meta" "same storage as leg 0"
+attempt foreign "leg=$L0;leg=$L1;meta=/var/lib/hamirror/other.meta" "another volume"
+attempt malformed "leg=$L0;leg=$L1;meta" "not key=value"
+attempt unknown "leg=$L0;leg=$L1;meta=/var/lib/hamirror/m4.meta;colour=red" "unknown key .colour."
+attempt toolong "leg=$L0;leg=$L1;meta=/var/lib/hamirror/$(printf 'x%.0s' $(seq 250)).meta" "255|too long|at most"
 
 AFTER=$(sums)
 check "no leg and no metadata file changed, and no metadata file was created" test "$BEFORE" = "$AFTER"

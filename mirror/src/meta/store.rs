@@ -90,17 +90,34 @@ impl MetaStore {
         bits: &BitSlice<u64, Lsb0>,
         pages: &[usize],
     ) -> Result<(), MetaError> {
+        let geom = {
+            let g = self.inner.lock();
+            g.check_pages(bits, pages)?;
+            g.geom
+        };
+        let slices: Vec<(usize, &BitSlice<u64, Lsb0>)> =
+            pages.iter().map(|&p| (p, &bits[geom.page_bits(p)])).collect();
+        self.write_pages(&slices)
+    }
+
+    /// Writes bitmap pages given as their own bits (each exactly its page's
+    /// regions), so that a caller need not keep a copy of the whole bitmap.
+    pub fn write_pages(&self, pages: &[(usize, &BitSlice<u64, Lsb0>)]) -> Result<(), MetaError> {
         let mut g = self.inner.lock();
-        g.check_pages(bits, pages)?;
+        for &(p, bits) in pages {
+            if p >= g.geom.pages || bits.len() != g.geom.page_bits(p).len() {
+                return Err(MetaError::Invalid {
+                    what: format!("bitmap page {p} with {} bits does not fit this volume", bits.len()),
+                });
+            }
+        }
         if pages.is_empty() {
             return Ok(());
         }
         g.pseq += 1;
-        let (id, seq, geom) = (g.header.volume_id, g.pseq, g.geom);
-        let images: Vec<(u64, Vec<u8>)> = pages
-            .iter()
-            .map(|&p| (page_offset(p), encode_page(&id, p, seq, &bits[geom.page_bits(p)])))
-            .collect();
+        let (id, seq) = (g.header.volume_id, g.pseq);
+        let images: Vec<(u64, Vec<u8>)> =
+            pages.iter().map(|&(p, bits)| (page_offset(p), encode_page(&id, p, seq, bits))).collect();
         let lost = g.each_live(|f| {
             images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
             f.sync_data()

@@ -8,13 +8,18 @@
 //! once no write is in flight there, it has been idle for the clear delay,
 //! every leg is in sync and every leg has flushed since.
 //!
-//! The hot path takes no global lock: a write records itself in one of
-//! [`SHARDS`] activity maps, then checks `durable`, an atomic copy of the
-//! bits known to be on disk. Only a write to a region not durably marked
-//! goes to the slow path. The clearer removes a region's activity and its
-//! durable bit under the same shard lock, after checking that no write is
-//! in flight there; a write increments its count under that lock before it
-//! reads `durable`, so one of the two always sees the other.
+//! Memory: one bit per region, once (`bits`), plus one word per bitmap page
+//! (`pending`) — 512 KiB per TiB at the default 256 KiB regions. The
+//! metadata thread copies only the pages it writes.
+//!
+//! The hot path takes no global lock. A write records itself in one of
+//! [`SHARDS`] activity maps, then reads its regions' bits and their pages'
+//! `pending` marks: a set bit on a page with nothing pending is on disk.
+//! Every change of a bit happens under `st`, marks its page pending (with the
+//! batch that will write it) and, for a clear, happens under the region's
+//! shard lock after checking that no write is in flight there; a write
+//! increments its count under that lock before it reads the bit, so one of
+//! the two always sees the other.
 
 use crate::meta::{MetaError, MetaStore};
 use bitvec::order::Lsb0;
@@ -35,6 +40,10 @@ struct Active {
 }
 
 const SHARDS: usize = 32;
+/// `pending` of a page whose bits are all on disk.
+const DURABLE: u64 = 0;
+/// A dirty-page entry that only forces a batch (see [`Intent::sync`]).
+const FORCE: usize = usize::MAX;
 
 /// Region numbers are already well spread: hash them with one multiply.
 #[derive(Default)]
@@ -57,12 +66,8 @@ impl Hasher for RegionHasher {
 type ActiveMap = HashMap<u64, Active, BuildHasherDefault<RegionHasher>>;
 
 struct State {
-    bits: Bits,
     dirty_pages: BTreeSet<usize>,
-    /// Pages not yet durable, with the batch that will make them so. A bit
-    /// that is set in memory but whose page is pending is not yet a promise.
-    pending: HashMap<usize, u64>,
-    /// The batch number the next metadata write will carry.
+    /// The batch number the next metadata write will carry (never 0).
     next_batch: u64,
     waiters: Vec<(u64, IntentDone)>,
     stop: bool,
@@ -73,39 +78,29 @@ pub(crate) struct Intent {
     /// Off (`bitmap = false`): writes wait for nothing and set no bits.
     enabled: bool,
     region_shift: u32,
+    regions: u64,
     shards: Vec<Mutex<ActiveMap>>,
-    /// Bits known to be set on disk (a subset of `State::bits`).
-    durable: Vec<AtomicU64>,
+    /// The bitmap: one bit per region. Changed only under `st`.
+    bits: Vec<AtomicU64>,
+    /// Per bitmap page: `DURABLE`, or the batch that will write its changes.
+    pending: Vec<AtomicU64>,
     st: Mutex<State>,
     wake: Condvar,
 }
 
-impl State {
-    fn set_bit(&mut self, r: u64, on: bool) {
-        self.bits.set(r as usize, on);
-        let page = r as usize / MetaStore::regions_per_page();
-        self.dirty_pages.insert(page);
-        self.pending.insert(page, self.next_batch);
-    }
-}
-
 impl Intent {
     pub fn new(store: Arc<MetaStore>, bits: Bits, region_size: u64, enabled: bool) -> Arc<Intent> {
-        let durable = bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect();
+        let regions = bits.len() as u64;
+        let pages = (bits.len()).div_ceil(MetaStore::regions_per_page());
         Arc::new(Intent {
             store,
             enabled,
             region_shift: region_size.trailing_zeros(),
+            regions,
             shards: (0..SHARDS).map(|_| Mutex::new(ActiveMap::default())).collect(),
-            durable,
-            st: Mutex::new(State {
-                bits,
-                dirty_pages: BTreeSet::new(),
-                pending: HashMap::new(),
-                next_batch: 1,
-                waiters: Vec::new(),
-                stop: false,
-            }),
+            bits: bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect(),
+            pending: (0..pages).map(|_| AtomicU64::new(DURABLE)).collect(),
+            st: Mutex::new(State { dirty_pages: BTreeSet::new(), next_batch: 1, waiters: Vec::new(), stop: false }),
             wake: Condvar::new(),
         })
     }
@@ -123,6 +118,35 @@ impl Intent {
         1 << self.region_shift
     }
 
+    fn page(r: u64) -> usize {
+        r as usize / MetaStore::regions_per_page()
+    }
+
+    fn shard(&self, region: u64) -> &Mutex<ActiveMap> {
+        &self.shards[(region as usize) % SHARDS]
+    }
+
+    pub fn is_set(&self, r: u64) -> bool {
+        self.bits[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+    }
+
+    fn is_durable(&self, r: u64) -> bool {
+        self.is_set(r) && self.pending[Self::page(r)].load(Ordering::Acquire) == DURABLE
+    }
+
+    /// Sets or clears a bit and marks its page for the next batch. Under `st`.
+    fn set_bit(&self, st: &mut State, r: u64, on: bool) {
+        let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+        if on {
+            self.bits[w].fetch_or(m, Ordering::Release);
+        } else {
+            self.bits[w].fetch_and(!m, Ordering::Release);
+        }
+        let page = Self::page(r);
+        st.dirty_pages.insert(page);
+        self.pending[page].store(st.next_batch, Ordering::Release);
+    }
+
     /// Marks a write to `[first, last]` as in flight and calls `done` once
     /// their bits are durable (at once if they already were).
     pub fn begin(&self, first: u64, last: u64, done: IntentDone) {
@@ -138,35 +162,20 @@ impl Intent {
             return done(Ok(()));
         }
         let mut st = self.st.lock();
-        let mut wait_for = 0;
+        let mut wait_for = DURABLE;
         for r in first..=last {
-            if !st.bits[r as usize] {
-                st.set_bit(r, true);
+            if !self.is_set(r) {
+                self.set_bit(&mut st, r, true);
             }
-            let page = r as usize / MetaStore::regions_per_page();
-            if let Some(&batch) = st.pending.get(&page) {
-                wait_for = wait_for.max(batch);
-            }
+            wait_for = wait_for.max(self.pending[Self::page(r)].load(Ordering::Acquire));
         }
-        if wait_for == 0 {
+        if wait_for == DURABLE {
             drop(st);
             return done(Ok(()));
         }
         st.waiters.push((wait_for, done));
         drop(st);
         self.wake.notify_one();
-    }
-
-    fn shard(&self, region: u64) -> &Mutex<ActiveMap> {
-        &self.shards[(region as usize) % SHARDS]
-    }
-
-    fn is_durable(&self, r: u64) -> bool {
-        self.durable[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
-    }
-
-    fn clear_durable(&self, r: u64) {
-        self.durable[(r / 64) as usize].fetch_and(!(1 << (r % 64)), Ordering::Release);
     }
 
     /// The write to `[first, last]` is over (whatever its result).
@@ -186,36 +195,37 @@ impl Intent {
     /// Marks every region (a crash without a bitmap: everything may differ).
     pub fn set_all(&self) {
         let mut st = self.st.lock();
-        let n = st.bits.len() as u64;
-        for r in 0..n {
-            if !st.bits[r as usize] {
-                st.set_bit(r, true);
+        for r in 0..self.regions {
+            if !self.is_set(r) {
+                self.set_bit(&mut st, r, true);
             }
         }
         drop(st);
         self.wake.notify_one();
     }
 
-    pub fn is_set(&self, region: u64) -> bool {
-        self.st.lock().bits[region as usize]
-    }
-
     /// The first set bit at or after `from`.
     pub fn next_set(&self, from: u64) -> Option<u64> {
-        let st = self.st.lock();
-        let from = from as usize;
-        if from >= st.bits.len() {
-            return None;
+        let mut w = (from / 64) as usize;
+        let mut mask = !0u64 << (from % 64);
+        while w < self.bits.len() {
+            let word = self.bits[w].load(Ordering::Acquire) & mask;
+            if word != 0 {
+                let r = w as u64 * 64 + u64::from(word.trailing_zeros());
+                return (r < self.regions).then_some(r);
+            }
+            w += 1;
+            mask = !0;
         }
-        st.bits[from..].first_one().map(|i| (from + i) as u64)
+        None
     }
 
     pub fn count_set(&self) -> u64 {
-        self.st.lock().bits.count_ones() as u64
+        self.bits.iter().map(|w| u64::from(w.load(Ordering::Relaxed).count_ones())).sum()
     }
 
     pub fn len(&self) -> u64 {
-        self.st.lock().bits.len() as u64
+        self.regions
     }
 
     /// Idle regions whose bits may be cleared once the legs have flushed.
@@ -233,29 +243,20 @@ impl Intent {
     /// Clears the given regions unless they were written again since
     /// `idle_regions` reported them. Call only after every leg flushed.
     pub fn clear_idle(&self, regions: &[(u64, Instant)]) -> usize {
-        let mut gone = Vec::new();
+        let mut st = self.st.lock();
+        let mut n = 0;
         for &(r, stamp) in regions {
+            // Lock order: `st`, then the shard. With the shard held no write
+            // can start here: it either came before (and is seen in flight)
+            // or comes after and sees the bit's page pending.
             let mut shard = self.shard(r).lock();
             let still_idle = shard.get(&r).is_some_and(|a| a.inflight == 0 && a.last == stamp);
             if still_idle {
-                // Under the shard lock: a write that starts now sees the
-                // durable bit gone and takes the slow path.
-                self.clear_durable(r);
                 shard.remove(&r);
-                gone.push(r);
-            }
-        }
-        // The durable bit may have been published again since (the metadata
-        // thread holds `st`): check and clear again, with the shard held so
-        // that no write can start in between.
-        let mut st = self.st.lock();
-        let mut n = 0;
-        for r in gone {
-            let shard = self.shard(r).lock();
-            if st.bits[r as usize] && !shard.contains_key(&r) {
-                self.clear_durable(r);
-                st.set_bit(r, false);
-                n += 1;
+                if self.is_set(r) {
+                    self.set_bit(&mut st, r, false);
+                    n += 1;
+                }
             }
         }
         drop(st);
@@ -268,13 +269,12 @@ impl Intent {
     pub fn clear_unheld(&self, first: u64, last: u64) {
         let mut st = self.st.lock();
         for r in first..=last {
-            if !st.bits[r as usize] {
+            if !self.is_set(r) {
                 continue;
             }
             let shard = self.shard(r).lock();
             if !shard.contains_key(&r) {
-                self.clear_durable(r);
-                st.set_bit(r, false);
+                self.set_bit(&mut st, r, false);
             }
         }
         drop(st);
@@ -288,25 +288,10 @@ impl Intent {
             let mut st = self.st.lock();
             let batch = st.next_batch;
             st.waiters.push((batch, Box::new(move |r| drop(tx.send(r)))));
-            // Force a batch even when nothing is dirty.
-            st.dirty_pages.insert(usize::MAX);
-            st.pending.insert(usize::MAX, batch);
+            st.dirty_pages.insert(FORCE);
         }
         self.wake.notify_one();
         rx.recv().unwrap_or(Ok(()))
-    }
-
-    /// After `pages` reached the disk as in `shadow`: their bits that are
-    /// still set in memory are durable. (A bit cleared meanwhile stays off.)
-    fn publish_durable(&self, st: &State, shadow: &Bits, pages: &[usize]) {
-        let rpp = MetaStore::regions_per_page();
-        let (disk, mem) = (shadow.as_raw_slice(), st.bits.as_raw_slice());
-        for &p in pages {
-            let (a, b) = (p * rpp / 64, ((p + 1) * rpp).div_ceil(64).min(mem.len()));
-            for w in a..b {
-                self.durable[w].store(disk[w] & mem[w], Ordering::Release);
-            }
-        }
     }
 
     pub fn stop(&self) {
@@ -314,11 +299,21 @@ impl Intent {
         self.wake.notify_all();
     }
 
+    /// A copy of one page's bits, as the store writes it.
+    fn snapshot(&self, page: usize) -> Bits {
+        let rpp = MetaStore::regions_per_page() as u64;
+        let (a, b) = (page as u64 * rpp, ((page as u64 + 1) * rpp).min(self.regions));
+        let words: Vec<u64> =
+            (a / 64..b.div_ceil(64)).map(|w| self.bits[w as usize].load(Ordering::Acquire)).collect();
+        let mut bits = Bits::from_vec(words);
+        bits.truncate((b - a) as usize);
+        bits
+    }
+
     /// The metadata thread: writes dirty pages in batches and wakes the
-    /// writes that waited for them. A shadow copy of the bitmap is written
-    /// from, so host writes can set bits while the page I/O runs.
+    /// writes that waited for them. A page whose write failed stays pending
+    /// and is tried again with the next batch.
     pub fn run(self: Arc<Self>) {
-        let mut shadow: Bits = self.st.lock().bits.clone();
         loop {
             let (pages, batch) = {
                 let mut st = self.st.lock();
@@ -328,40 +323,85 @@ impl Intent {
                 if st.stop && st.dirty_pages.is_empty() {
                     return;
                 }
-                let pages: Vec<usize> = std::mem::take(&mut st.dirty_pages)
+                let pages: Vec<(usize, Bits)> = std::mem::take(&mut st.dirty_pages)
                     .into_iter()
-                    .filter(|&p| p != usize::MAX)
+                    .filter(|&p| p != FORCE)
+                    .map(|p| (p, self.snapshot(p)))
                     .collect();
-                let rpp = MetaStore::regions_per_page();
-                for &p in &pages {
-                    let (a, b) = (p * rpp, ((p + 1) * rpp).min(st.bits.len()));
-                    shadow[a..b].copy_from_bitslice(&st.bits[a..b]);
-                }
                 let batch = st.next_batch;
                 st.next_batch += 1;
                 (pages, batch)
             };
-            let result = if pages.is_empty() {
-                Ok(())
-            } else {
-                self.store.write_bitmap_pages(&shadow, &pages).map_err(Arc::new)
-            };
-            if let Err(e) = &result {
-                log::error!("write-intent bitmap not written: {e}");
-            }
+            let slices: Vec<_> = pages.iter().map(|(p, b)| (*p, b.as_bitslice())).collect();
+            let result = self.store.write_pages(&slices).map_err(Arc::new);
             let ready: Vec<IntentDone> = {
                 let mut st = self.st.lock();
-                if result.is_ok() {
-                    self.publish_durable(&st, &shadow, &pages);
+                for (p, _) in &pages {
+                    if result.is_ok() {
+                        // Unless a later change re-marked it, the page is on disk.
+                        let _ = self.pending[*p].compare_exchange(batch, DURABLE, Ordering::AcqRel, Ordering::Acquire);
+                    } else {
+                        st.dirty_pages.insert(*p);
+                        self.pending[*p].store(st.next_batch, Ordering::Release);
+                    }
                 }
-                st.pending.retain(|_, b| *b > batch);
                 let (ready, keep) = std::mem::take(&mut st.waiters).into_iter().partition(|(b, _)| *b <= batch);
                 st.waiters = keep;
                 ready.into_iter().map(|(_, d)| d).collect()
             };
+            if let Err(e) = &result {
+                log::error!("write-intent bitmap not written (writes to new regions fail until it is): {e}");
+                // Do not spin on a dead store: the next batch waits for new work.
+                std::thread::sleep(Duration::from_millis(100));
+            }
             for done in ready {
                 done(result.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_set_finds_bits_across_words_and_stops_at_the_end() {
+        let mut b = Bits::repeat(false, 200);
+        b.set(3, true);
+        b.set(130, true);
+        let dir = std::env::temp_dir().join(format!("hm-intent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m");
+        let _ = std::fs::remove_file(&path);
+        let h = crate::meta::Header::new("t", 200 * 4096, 512, 4096, vec![]).unwrap();
+        let opened = MetaStore::create(&[path], &h).unwrap();
+        let i = Intent::new(Arc::new(opened.store), b, 4096, true);
+        assert_eq!(i.next_set(0), Some(3));
+        assert_eq!(i.next_set(4), Some(130));
+        assert_eq!(i.next_set(131), None);
+        assert_eq!(i.count_set(), 2);
+        let snap = i.snapshot(0);
+        assert_eq!(snap.len(), 200);
+        assert!(snap[130] && snap[3] && !snap[4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_tib_at_the_default_region_size_keeps_under_a_mib_of_bitmap_in_memory() {
+        let region = crate::config::DEFAULT_REGION_SIZE;
+        let size = 1u64 << 40;
+        let regions = (size / region) as usize;
+        let dir = std::env::temp_dir().join(format!("hm-intent-tib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m");
+        let _ = std::fs::remove_file(&path);
+        let h = crate::meta::Header::new("t", size, 512, region, vec![]).unwrap();
+        let opened = MetaStore::create(&[path], &h).unwrap();
+        let i = Intent::new(Arc::new(opened.store), Bits::repeat(false, regions), region, true);
+        let bytes = (i.bits.len() + i.pending.len()) * std::mem::size_of::<AtomicU64>();
+        assert!(bytes <= 1 << 20, "{bytes} bytes of bitmap state for 1 TiB");
+        assert_eq!(i.bits.len() * 8, 512 << 10);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,9 +6,11 @@
 #   SIZE              the LUN's size (bytes or K/M/G/T); must not change
 #   CFGSTRING         hamirror's settings, as for hamirror-create.sh
 #   SOURCE_LEG_INDEX  which leg of CFGSTRING's list (0-based) served the LUN
-#                     meanwhile: the only trusted copy. ';source=N' is appended
-#                     to the cfgstring, and hamirror rebuilds every other leg
-#                     from it while serving I/O.
+#                     meanwhile: the only trusted copy. ';source=N;source_token=T'
+#                     is appended to the cfgstring (T new for this put-back), and
+#                     hamirror rebuilds every other leg from it while serving
+#                     I/O. The metadata records T: later restarts of the runner,
+#                     which read the same cfgstring, do not rebuild again.
 # Options:
 #   --force          accept a SOURCE leg that is not the device serving the LUN
 #   --cmd-time-out SEC  LIO's command timeout for the new backstore (default 30)
@@ -42,7 +44,7 @@ NAME=${ARGS[0]} SIZE=${ARGS[1]} SOURCE=${ARGS[3]}
 CFG=$(cfg_without_source "${ARGS[2]#hamirror/}")
 [[ $SOURCE =~ ^[0-9]+$ ]] || die "SOURCE_LEG_INDEX must be a leg number (0, 1, ...)"
 [ -z "$TIMEOUT" ] || [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--cmd-time-out takes whole seconds"
-NEW_CFG="$CFG;source=$SOURCE"
+NEW_CFG="$CFG;source=$SOURCE;source_token=pb$(date +%s)"
 check_cfgstring "$NEW_CFG"
 need_root
 need_lio

@@ -481,4 +481,4 @@ replace_backstore() {
 
 # A cfgstring without its one-shot `;source=N` (putback's instruction to rebuild
 # from leg N must not be repeated by a later re-creation).
-cfg_without_source() { sed -E 's/(^|;)source=[0-9]+//; s/^;//' <<< "$1"; }
+cfg_without_source() { sed -E 's/(^|;)source=[0-9]+//; s/(^|;)source_token=[^;]*//; s/^;//' <<< "$1"; }

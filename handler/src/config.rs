@@ -63,7 +63,7 @@ pub enum ConfigError {
     #[error("`{key}={value}`: {expected}")]
     BadValue { key: String, value: String, expected: String },
     #[error(
-        "after a configuration file path only `;source=N` (and tcmu-runner's `;tcmur_cmd_time_out=N`) may follow; put `{0}` into the file"
+        "after a configuration file path only `;source=N;source_token=T` (and tcmu-runner's `;tcmur_cmd_time_out=N`) may follow; put `{0}` into the file"
     )]
     AfterFile(String),
     #[error("cannot read the configuration file {path}")]
@@ -288,13 +288,14 @@ fn size(key: &str, value: &str) -> Result<i64, ConfigError> {
 }
 
 /// The table of a TOML configuration file.
-/// The file's table, plus a `source=N` given after the path (put-back:
-/// the one setting an administrator changes for a single start).
+/// The file's table, plus a `source=N` (and its `source_token`) given
+/// after the path: a put-back's one-shot request, kept out of the file.
 fn file_table(path: &Path, rest: &[Item<'_>]) -> Result<Table, ConfigError> {
-    let mut source = None;
+    let (mut source, mut token) = (None, None);
     for item in rest {
         match item {
             Item::Pair("source", v) if source.is_none() => source = Some(integer("source", v)?),
+            Item::Pair("source_token", v) if token.is_none() => token = Some((*v).to_owned()),
             Item::Pair(k, v) => return Err(ConfigError::AfterFile(format!("{k}={v}"))),
             Item::File(f) => return Err(ConfigError::AfterFile((*f).to_owned())),
         }
@@ -304,9 +305,11 @@ fn file_table(path: &Path, rest: &[Item<'_>]) -> Result<Table, ConfigError> {
     let mut table = text
         .parse::<Table>()
         .map_err(|e| ConfigError::Toml { path: path.to_owned(), message: e.message().to_owned() })?;
-    if let Some(n) = source {
-        if table.insert("source".to_owned(), Value::Integer(n)).is_some() {
-            return Err(ConfigError::Duplicate("source".to_owned()));
+    for (key, value) in [("source", source.map(Value::Integer)), ("source_token", token.map(Value::String))] {
+        if let Some(v) = value {
+            if table.insert(key.to_owned(), v).is_some() {
+                return Err(ConfigError::Duplicate(key.to_owned()));
+            }
         }
     }
     Ok(table)
@@ -597,16 +600,18 @@ mod tests {
     fn only_source_and_the_runners_option_may_follow_a_file_path() {
         assert_eq!(
             err("/etc/hamirror/v0.toml;name=x"),
-            "after a configuration file path only `;source=N` (and tcmu-runner's `;tcmur_cmd_time_out=N`) \
-             may follow; put `name=x` into the file"
+            "after a configuration file path only `;source=N;source_token=T` (and tcmu-runner's \
+             `;tcmur_cmd_time_out=N`) may follow; put `name=x` into the file"
         );
     }
 
     #[test]
     fn source_after_a_file_path_sets_the_put_back_source() {
         let p = temp_file("source", "metadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n");
-        let c = HandlerConfig::parse(&format!("{};source=1;tcmur_cmd_time_out=30", p.display())).unwrap();
+        let c = HandlerConfig::parse(&format!("{};source=1;source_token=pb7;tcmur_cmd_time_out=30", p.display()))
+            .unwrap();
         assert_eq!(c.volume.source, Some(1));
+        assert_eq!(c.volume.source_token, "pb7");
         std::fs::write(&p, "source = 0\nmetadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n").unwrap();
         assert_eq!(err(&format!("{};source=1", p.display())), "`source` is given twice; give each key once");
         std::fs::remove_file(p).unwrap();

@@ -82,6 +82,11 @@ pub struct VolumeConfig {
     /// after a leg was replaced while the volume was down. Refused if the
     /// metadata says this leg missed writes the others took.
     pub source: Option<usize>,
+    /// Names one `source` request: it is honoured once per distinct token
+    /// (recorded in the metadata), so a request that stays in the LUN's
+    /// stored configuration does not rebuild the other legs at every start.
+    /// `hamirror-putback.sh` sets a fresh one.
+    pub source_token: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +122,7 @@ impl Default for VolumeConfig {
             flap_window_s: 600,
             initial_sync: InitialSync::Full,
             source: None,
+            source_token: String::new(),
             bitmap: true,
         }
     }

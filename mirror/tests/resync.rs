@@ -226,3 +226,45 @@ fn without_a_bitmap_a_returning_leg_and_a_crash_resync_everything() {
     drop(v);
     assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
 }
+
+#[test]
+fn a_source_request_is_honoured_once_per_token() {
+    let d = Dir::new("srconce");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.auto_failback = false;
+    let (v, _, _) = open(&cfg);
+    write(&v, 0, &pattern(4096, 1)).unwrap();
+    v.shutdown();
+    drop(v);
+    // A put-back: leg 0 served alone; leg 1 is rebuilt from it, once.
+    cfg.source = Some(0);
+    cfg.source_token = "putback-1".into();
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 4 * MIB);
+    v.shutdown();
+    drop(v);
+    // The request stays in the LUN's configuration: a restart is a plain open.
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 0, "an honoured request must not rebuild again");
+    // Even when leg 0 has failed since, the volume opens (from leg 1).
+    v.fail_leg(0).unwrap();
+    write(&v, 4096, &pattern(4096, 2)).unwrap();
+    v.shutdown();
+    drop(v);
+    let (v, _, _) = open(&cfg);
+    assert_eq!(state_name(&v, 0), "offline");
+    assert_eq!(read(&v, 4096, 4096).unwrap(), pattern(4096, 2));
+    v.shutdown();
+    drop(v);
+    // A new put-back (a new token) is honoured again.
+    cfg.source = Some(1);
+    cfg.source_token = "putback-2".into();
+    let (v, _, _) = open(&cfg);
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    assert_eq!(v.resync_bytes(), 4 * MIB);
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}

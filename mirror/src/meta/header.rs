@@ -6,7 +6,8 @@
 //! slot. Payload: volume id [16] | size u64 | block_size u32 | region_size u64 |
 //! generation u64 | clean u8 | leg count u8 | name | legs, each: state u8 |
 //! full u8 | in_sync_generation u64 | rebuild_cursor u64 | identity | path |
-//! reason. A string is a u16 byte length and its UTF-8 bytes.
+//! reason | then source request. A string is a u16 byte length and its UTF-8
+//! bytes.
 
 use super::format::{check_frame, seal, DecodeError, FRAME, HEADER_MAGIC, SLOT_SIZE};
 use super::MetaError;
@@ -42,7 +43,13 @@ pub struct Header {
     pub clean: bool,
     /// The legs, in configuration order; at most `MAX_LEGS`.
     pub legs: Vec<LegRecord>,
+    /// The last `source=N` request honoured, as `N:token` (empty: none), so
+    /// that a request kept in the LUN's configuration applies only once.
+    pub source_request: String,
 }
+
+/// Longest source request record, in bytes.
+pub const MAX_SOURCE_REQUEST: usize = 80;
 
 /// What a metadata copy records about one leg.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +103,7 @@ impl Header {
             generation: 0,
             clean: false,
             legs,
+            source_request: String::new(),
         })
     }
 
@@ -151,6 +159,7 @@ pub fn validate(h: &Header) -> Result<(), MetaError> {
         check_len("leg path length", &leg.path, MAX_PATH)?;
         check_len("leg fault reason length", &leg.reason, MAX_REASON)?;
     }
+    check_len("source request length", &h.source_request, MAX_SOURCE_REQUEST)?;
     if h.volume_id == [0; 16] {
         return Err(MetaError::Invalid {
             what: "volume_id is all zeros; make headers with Header::new".into(),
@@ -186,6 +195,7 @@ pub fn encode_slot(h: &Header, seq: u64) -> Result<Vec<u8>, MetaError> {
         put_str(&mut p, &leg.path);
         put_str(&mut p, &leg.reason);
     }
+    put_str(&mut p, &h.source_request);
     let mut slot = vec![0u8; SLOT_SIZE];
     slot[FRAME..FRAME + 8].copy_from_slice(&seq.to_le_bytes());
     slot[FRAME + 8..FRAME + 12].copy_from_slice(&(p.len() as u32).to_le_bytes());
@@ -236,7 +246,8 @@ fn read_header(r: &mut Reader<'_>) -> Result<Header, DecodeError> {
     }
     let name = r.str(MAX_NAME, "name")?;
     let legs = (0..nlegs).map(|_| read_leg(r)).collect::<Result<_, _>>()?;
-    Ok(Header { volume_id, name, size, block_size, region_size, generation, clean, legs })
+    let source_request = r.str(MAX_SOURCE_REQUEST, "source request")?;
+    Ok(Header { volume_id, name, size, block_size, region_size, generation, clean, legs, source_request })
 }
 
 fn read_leg(r: &mut Reader<'_>) -> Result<LegRecord, DecodeError> {

@@ -26,7 +26,7 @@ mod testutil;
 
 pub use format::{DecodeError, FORMAT_VERSION, PAGE_SIZE, REGIONS_PER_PAGE, SLOT_SIZE};
 pub use header::{random_id, Header, LegRecord, RecordedState};
-pub use header::{MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON};
+pub use header::{MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON, MAX_SOURCE_REQUEST};
 pub use store::MetaStore;
 
 use bitvec::order::Lsb0;

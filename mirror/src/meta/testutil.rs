@@ -77,5 +77,6 @@ pub fn full_header() -> Header {
             rebuild_cursor: u64::MAX - i as u64,
         })
         .collect();
+    h.source_request = "s".repeat(super::header::MAX_SOURCE_REQUEST);
     h
 }

@@ -41,9 +41,15 @@ pub(super) fn open(
     let Opened { store, mut header, bitmap, notes } = opened;
     check_header(&cfg, &header)?;
     let backends = detach_missing(&cfg, &header, slots);
-    let states = trusted_states(&cfg, &header, &backends)?;
+    // A source request applies once: `req` is this open's view of the config.
+    let req = VolumeConfig { source: pending_source(&cfg, &header), ..cfg.clone() };
+    let states = trusted_states(&req, &header, &backends)?;
     let unclean = !header.clean;
-    apply_states(&mut header, &states, &cfg);
+    apply_states(&mut header, &states, &req);
+    if let Some(s) = req.source {
+        log::warn!("{}: source={s}: leg {s} is the only trusted leg; the others get a full rebuild", cfg.name);
+        header.source_request = source_request(s, &cfg.source_token);
+    }
     header.clean = false;
     header.generation += 1;
     store.write_header(&header)?;
@@ -54,7 +60,7 @@ pub(super) fn open(
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
         legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
     }
-    let recovery = crash_recovery(&cfg, unclean, &intent, &legs);
+    let recovery = crash_recovery(&req, unclean, &intent, &legs);
     let inner = Arc::new(Inner {
         injector: faults,
         faults: Mutex::new(vec![Default::default(); legs.len()]),
@@ -195,8 +201,20 @@ fn create_metadata(cfg: &VolumeConfig, legs: &[Arc<dyn Backend>]) -> Result<Open
         generation: 1,
         clean: true,
         legs: records,
+        source_request: cfg.source.map(|s| source_request(s, &cfg.source_token)).unwrap_or_default(),
     };
     Ok(MetaStore::create(&cfg.metadata, &header)?)
+}
+
+/// How a `source=N` request is recorded once honoured.
+pub(super) fn source_request(source: usize, token: &str) -> String {
+    format!("{source}:{token}").chars().take(crate::meta::MAX_SOURCE_REQUEST).collect()
+}
+
+/// `cfg.source`, unless the metadata records this very request as honoured.
+pub(super) fn pending_source(cfg: &VolumeConfig, h: &Header) -> Option<usize> {
+    let s = cfg.source?;
+    (h.source_request != source_request(s, &cfg.source_token)).then_some(s)
 }
 
 fn check_header(cfg: &VolumeConfig, h: &Header) -> Result<(), OpenError> {

@@ -32,7 +32,7 @@ pub fn preflight(cfg: &VolumeConfig) -> Result<(), OpenError> {
             what: "none of the configured legs is a leg this metadata records: it belongs to another volume".into(),
         });
     }
-    if cfg.source.is_none() {
+    if super::open::pending_source(cfg, &h).is_none() {
         if let Some(i) = same.iter().position(|&s| !s) {
             return Err(OpenError::Mismatch {
                 what: format!(

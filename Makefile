@@ -1,7 +1,7 @@
 # The two commands a new machine needs (both install what they use first):
 #   make demo   a mirrored LUN surviving a failed leg, inside LIO (in a VM here)
 #   make test   every test: engine, handler harness, CLI, and the real-kernel suite
-.PHONY: setup build test test-host test-vm demo bench clean
+.PHONY: setup build test test-host test-vm demo bench install uninstall clean
 
 setup:
 	bash scripts/setup-host.sh
@@ -20,6 +20,12 @@ test: test-host test-vm
 
 demo: build
 	bash scripts/demo.sh
+
+install: build
+	bash scripts/install.sh
+
+uninstall:
+	bash scripts/install.sh --uninstall
 
 bench: build
 	cargo bench -p hamirror-mirror --bench engine

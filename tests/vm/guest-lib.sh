@@ -12,7 +12,8 @@
 set -Eeuo pipefail
 
 export HOME=/root
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# HM_EXTRA_PATH: where the scripts are when running on a real host (demo.sh).
+export PATH=${HM_EXTRA_PATH:+$HM_EXTRA_PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Without udev, dmsetup must create /dev/mapper/<name> itself (LIO-VM.md §7.5).
 export DM_DISABLE_UDEV=1
 

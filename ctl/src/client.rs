@@ -111,8 +111,9 @@ impl Client {
             Ok(Line::Data(d)) => serde_json::from_slice::<Response>(&d).map_err(|e| self.protocol(e))?,
             Ok(Line::TooLarge) => return Err(self.protocol("response too large")),
             Ok(Line::Eof) => {
-                let e =
-                    sent.err().unwrap_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "closed without an answer"));
+                let e = sent
+                    .err()
+                    .unwrap_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "closed without an answer"));
                 return Err(self.io(e));
             }
             Err(e) => return Err(self.io(sent.err().unwrap_or(e))),

@@ -1,7 +1,9 @@
 //! Carries out a request on the engine and words the answer.
 
 use crate::proto::{Command, ErrorCode, Request, Response, ResyncAction, VerifyAction};
-use crate::view::{EventView, LegChange, LegView, ResyncChange, ResyncControl, StatusView, VerifyChange, VerifyView};
+use crate::view::{
+    EventView, LegChange, LegView, ResyncChange, ResyncControl, StatusView, VerifyChange, VerifyView,
+};
 use mirror::volume::{AdminError, VerifyError};
 use mirror::Volume;
 use serde::Serialize;
@@ -170,7 +172,9 @@ impl Target {
     fn verify_refusal(&self, e: &VerifyError) -> String {
         let v = &self.name;
         match e {
-            VerifyError::Running => format!("{e}: hamirrorctl verify {v} status, or hamirrorctl verify {v} cancel"),
+            VerifyError::Running => {
+                format!("{e}: hamirrorctl verify {v} status, or hamirrorctl verify {v} cancel")
+            }
             VerifyError::NothingToCompare => format!("{e}; restore a leg first (see hamirrorctl status {v})"),
             VerifyError::BadSource(_) => format!("{e}; pick an in-sync leg (see hamirrorctl status {v})"),
         }

@@ -171,7 +171,9 @@ impl Request {
         let obj = value.as_object().ok_or(ProtoError::NotAnObject)?;
         match obj.get("version") {
             None => return Err(ProtoError::NoVersion),
-            Some(v) if v.as_u64() != Some(u64::from(VERSION)) => return Err(ProtoError::Version(v.to_string())),
+            Some(v) if v.as_u64() != Some(u64::from(VERSION)) => {
+                return Err(ProtoError::Version(v.to_string()))
+            }
             Some(_) => {}
         }
         serde_json::from_value(value).map_err(|e| ProtoError::Shape(e.to_string()))
@@ -223,7 +225,10 @@ impl Request {
         match action {
             "pause" => Ok(ResyncAction::Pause),
             "resume" => Ok(ResyncAction::Resume),
-            "rate" => self.rate_mib_s.map(ResyncAction::Rate).ok_or(ProtoError::Missing { cmd, field: "rate_mib_s" }),
+            "rate" => self
+                .rate_mib_s
+                .map(ResyncAction::Rate)
+                .ok_or(ProtoError::Missing { cmd, field: "rate_mib_s" }),
             other => Err(ProtoError::Action { cmd, action: other.into(), expected: "pause, resume, rate" }),
         }
     }
@@ -245,7 +250,8 @@ impl Command {
     /// The request that carries this command.
     pub fn request(&self) -> Request {
         let with_leg = |cmd: &str, leg: usize| Request { leg: Some(leg), ..Request::new(cmd) };
-        let with_action = |cmd: &str, action: &str| Request { action: Some(action.into()), ..Request::new(cmd) };
+        let with_action =
+            |cmd: &str, action: &str| Request { action: Some(action.into()), ..Request::new(cmd) };
         match *self {
             Command::Status => Request::new("status"),
             Command::Events => Request::new("events"),
@@ -383,13 +389,19 @@ mod tests {
 
     #[test]
     fn unknown_commands_and_fields_are_refused() {
-        assert_eq!(parse(r#"{"version":1,"cmd":"format"}"#), Err(ProtoError::UnknownCommand("format".into())));
+        assert_eq!(
+            parse(r#"{"version":1,"cmd":"format"}"#),
+            Err(ProtoError::UnknownCommand("format".into()))
+        );
         assert!(matches!(parse(r#"{"version":1,"cmd":"status","x":1}"#), Err(ProtoError::Shape(_))));
         assert_eq!(
             parse(r#"{"version":1,"cmd":"status","leg":1}"#),
             Err(ProtoError::Unexpected { cmd: "status", field: "leg" })
         );
-        assert_eq!(parse(r#"{"version":1,"cmd":"fail"}"#), Err(ProtoError::Missing { cmd: "fail", field: "leg" }));
+        assert_eq!(
+            parse(r#"{"version":1,"cmd":"fail"}"#),
+            Err(ProtoError::Missing { cmd: "fail", field: "leg" })
+        );
     }
 
     #[test]
@@ -402,7 +414,10 @@ mod tests {
             parse(r#"{"version":1,"cmd":"resync","action":"pause","rate_mib_s":3}"#),
             Err(ProtoError::Unexpected { cmd: "resync", field: "rate_mib_s" })
         );
-        assert!(matches!(parse(r#"{"version":1,"cmd":"resync","action":"stop"}"#), Err(ProtoError::Action { .. })));
+        assert!(matches!(
+            parse(r#"{"version":1,"cmd":"resync","action":"stop"}"#),
+            Err(ProtoError::Action { .. })
+        ));
         assert!(matches!(parse(r#"{"version":1,"cmd":"fail","leg":-1}"#), Err(ProtoError::Shape(_))));
         assert_eq!(
             parse(r#"{"version":1,"cmd":"verify","action":"status","repair_from":0}"#),

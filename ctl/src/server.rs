@@ -100,7 +100,14 @@ pub fn serve_with(name: &str, volume: Volume, opts: Options) -> io::Result<Contr
         let (shared, listener) = (shared.clone(), listener.clone());
         thread::Builder::new().name(format!("ctl-{name}")).spawn(move || accept_loop(&shared, &listener))?
     };
-    Ok(ControlServer { shared, listener, accept: Some(accept), path, bound: (meta.dev(), meta.ino()), _lock: lock })
+    Ok(ControlServer {
+        shared,
+        listener,
+        accept: Some(accept),
+        path,
+        bound: (meta.dev(), meta.ino()),
+        _lock: lock,
+    })
 }
 
 impl ControlServer {
@@ -140,7 +147,8 @@ impl Drop for ControlServer {
 /// the returned file is open. The file holds the server's pid.
 fn take_lock(dir: &Path, name: &str) -> io::Result<File> {
     let path = rundir::lock_path(dir, name);
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -235,8 +243,9 @@ fn serve_client(shared: &Shared, stream: &UnixStream) {
     if timeouts.is_err() {
         return;
     }
-    let allowed =
-        auth::peer_uid(stream).map_err(|_| auth::DENIED).and_then(|uid| auth::authorize(uid, shared.server_uid));
+    let allowed = auth::peer_uid(stream)
+        .map_err(|_| auth::DENIED)
+        .and_then(|uid| auth::authorize(uid, shared.server_uid));
     if let Err(msg) = allowed {
         let _ = reply(stream, &Response::err(ErrorCode::PermissionDenied, msg));
         return;

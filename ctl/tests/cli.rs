@@ -33,7 +33,10 @@ fn status_shows_legs_counters_dirty_regions_resync_and_metadata() {
     let o = f.ctl(&["status", NAME]);
     assert_exit(&o, 0);
     let out = stdout(&o);
-    assert!(out.starts_with("Volume vol0: healthy\n  size 4.0 MiB, block size 512 B, region 256.0 KiB"), "{out}");
+    assert!(
+        out.starts_with("Volume vol0: healthy\n  size 4.0 MiB, block size 512 B, region 256.0 KiB"),
+        "{out}"
+    );
     for needle in ["LEG", "STATE", "READS", "WR ERR", "AVG LAT", "in_sync", "vol0-leg0", "vol0-leg1"] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
@@ -102,7 +105,11 @@ fn failing_the_last_in_sync_leg_is_refused_with_exit_1() {
     assert_exit(&f.ctl(&["fail", NAME, "1"]), 0);
     let o = f.ctl(&["fail", NAME, "0"]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("leg 0 is the last in-sync leg; restore another leg first"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("leg 0 is the last in-sync leg; restore another leg first"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(f.leg_state(0), "in_sync");
 }
 
@@ -197,7 +204,11 @@ fn verify_of_identical_legs_finds_no_mismatch() {
     assert!(stdout(&f.ctl(&["verify", NAME, "status"])).contains("Verify: none since the volume was opened"));
     let o = f.ctl(&["verify", NAME, "start"]);
     assert_exit(&o, 0);
-    assert!(stdout(&o).contains("verify started, reporting mismatches without repairing them"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("verify started, reporting mismatches without repairing them"),
+        "{}",
+        stdout(&o)
+    );
     let v = verify_done(&f);
     assert_eq!(v["mismatched_regions"], 0);
     assert_eq!(v["done_bytes"], common::SIZE);
@@ -219,7 +230,9 @@ fn verify_reports_bit_rot_then_repairs_it_from_the_chosen_leg() {
     assert_eq!(v["mismatched_offsets"], serde_json::json!([524288]));
     let out = stdout(&f.ctl(&["verify", NAME, "status"]));
     assert!(
-        out.contains("1 mismatched regions (at bytes 524288), not repaired: run verify start --repair-from LEG"),
+        out.contains(
+            "1 mismatched regions (at bytes 524288), not repaired: run verify start --repair-from LEG"
+        ),
         "{out}"
     );
     let o = f.ctl(&["verify", NAME, "start", "--repair-from", "0"]);
@@ -243,7 +256,9 @@ fn verify_refusals_say_what_to_do() {
     assert_exit(&f.ctl(&["fail", NAME, "1"]), 0);
     let o = f.ctl(&["verify", NAME, "start"]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("fewer than two legs are in sync") && stderr(&o).contains("restore a leg first"));
+    assert!(
+        stderr(&o).contains("fewer than two legs are in sync") && stderr(&o).contains("restore a leg first")
+    );
     let o = f.ctl(&["verify", NAME, "start", "--repair-from", "1"]);
     assert_exit(&o, 1);
 }
@@ -364,7 +379,9 @@ fn list_of_an_empty_run_directory_says_what_to_check() {
 #[test]
 fn an_unreachable_volume_exits_3_and_says_what_to_check() {
     let f = Fixture::new();
-    for args in [&["status", "nosuch"][..], &["fail", "nosuch", "1"], &["metrics", "nosuch"], &["watch", "nosuch"]] {
+    for args in
+        [&["status", "nosuch"][..], &["fail", "nosuch", "1"], &["metrics", "nosuch"], &["watch", "nosuch"]]
+    {
         let o = f.ctl(args);
         assert_exit(&o, 3);
         assert!(stderr(&o).contains("Is tcmu-runner running and the LUN created?"), "{}", stderr(&o));
@@ -403,8 +420,10 @@ fn help_explains_every_command() {
     let o = f.ctl(&["--help"]);
     assert_exit(&o, 0);
     let out = stdout(&o);
-    let commands =
-        ["list", "status", "events", "fail", "restore", "replace", "split", "resync", "verify", "watch", "metrics"];
+    let commands = [
+        "list", "status", "events", "fail", "restore", "replace", "split", "resync", "verify", "watch",
+        "metrics",
+    ];
     for c in commands {
         assert!(out.contains(&format!("\n  {c} ")), "{c} missing from --help:\n{out}");
         let o = f.ctl(&[c, "--help"]);
@@ -431,7 +450,9 @@ fn ctl_as_nobody(f: &Fixture, args: &[&str]) -> std::process::Output {
 #[test]
 fn a_non_root_user_is_refused_with_exit_4() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: a_non_root_user_is_refused_with_exit_4 needs root to run a client as another user");
+        eprintln!(
+            "SKIPPED: a_non_root_user_is_refused_with_exit_4 needs root to run a client as another user"
+        );
         return;
     }
     let f = Fixture::new();

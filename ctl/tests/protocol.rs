@@ -61,7 +61,10 @@ fn unknown_command_or_field_gets_an_error_and_changes_nothing() {
     let f = Fixture::new();
     let before = fingerprint(&f);
     assert_bad_request(&f.raw(b"{\"version\":1,\"cmd\":\"wipe\",\"leg\":1}\n"), "unknown command \"wipe\"");
-    assert_bad_request(&f.raw(b"{\"version\":1,\"cmd\":\"fail\",\"leg\":1,\"force\":true}\n"), "unknown field");
+    assert_bad_request(
+        &f.raw(b"{\"version\":1,\"cmd\":\"fail\",\"leg\":1,\"force\":true}\n"),
+        "unknown field",
+    );
     assert_bad_request(&f.raw(b"{\"version\":1,\"cmd\":\"fail\"}\n"), "fail needs \"leg\"");
     assert_eq!(fingerprint(&f), before);
 }
@@ -129,7 +132,8 @@ fn a_silent_client_does_not_block_another() {
     let mut half = UnixStream::connect(f.socket()).unwrap();
     half.write_all(b"{\"version\":1,\"cmd\":").unwrap();
     let start = Instant::now();
-    let s: StatusView = Client::connect(&f.dir, NAME, Duration::from_secs(5)).unwrap().get(&Command::Status).unwrap();
+    let s: StatusView =
+        Client::connect(&f.dir, NAME, Duration::from_secs(5)).unwrap().get(&Command::Status).unwrap();
     assert_eq!(s.name, NAME);
     assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
 }
@@ -154,7 +158,8 @@ fn a_client_that_vanishes_mid_request_leaves_the_server_serving() {
     let mut unread = UnixStream::connect(f.socket()).unwrap();
     unread.write_all(b"{\"version\":1,\"cmd\":\"events\"}\n").unwrap();
     drop(unread);
-    let s: StatusView = Client::connect(&f.dir, NAME, Duration::from_secs(5)).unwrap().get(&Command::Status).unwrap();
+    let s: StatusView =
+        Client::connect(&f.dir, NAME, Duration::from_secs(5)).unwrap().get(&Command::Status).unwrap();
     assert_eq!(s.legs_in_sync(), 2);
 }
 
@@ -189,13 +194,15 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let volume = open_volume(&dir, NAME);
-    let server = serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).unwrap();
+    let server =
+        serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).unwrap();
     assert!(UnixStream::connect(&path).is_ok());
     drop(server);
     assert!(!path.exists(), "stop removes the socket");
 
     let _live = UnixListener::bind(&path).unwrap();
-    let e = serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).err().unwrap();
+    let e =
+        serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).err().unwrap();
     assert!(e.to_string().contains("already served by another process"), "{e}");
     assert!(path.exists(), "a live socket is never removed");
     volume.shutdown();
@@ -208,7 +215,8 @@ fn a_file_in_the_sockets_place_is_left_alone() {
     let path = dir.join("vol0.sock");
     std::fs::write(&path, b"precious").unwrap();
     let volume = open_volume(&dir, NAME);
-    let e = serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).err().unwrap();
+    let e =
+        serve_with(NAME, volume.clone(), Options { dir: dir.clone(), ..Options::default() }).err().unwrap();
     assert!(e.to_string().contains("is not a socket; move it away"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     volume.shutdown();

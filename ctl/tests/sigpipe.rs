@@ -25,6 +25,7 @@ fn a_client_that_leaves_before_its_answer_does_not_raise_sigpipe() {
         drop(s);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let s: StatusView = hamirror_ctl::client::request(&f.dir, NAME, &Command::Status, Duration::from_secs(5)).unwrap();
+    let s: StatusView =
+        hamirror_ctl::client::request(&f.dir, NAME, &Command::Status, Duration::from_secs(5)).unwrap();
     assert_eq!(s.legs.len(), 2);
 }

@@ -38,7 +38,9 @@ const RUNNER_KEY: &str = "tcmur_cmd_time_out";
 /// message names what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the configuration is empty; give leg=PATH;leg=PATH;meta=PATH or the absolute path of a TOML file")]
+    #[error(
+        "the configuration is empty; give leg=PATH;leg=PATH;meta=PATH or the absolute path of a TOML file"
+    )]
     Empty,
     #[error("a `,` never reaches hamirror: LIO splits dev_config at commas; repeat the key instead (leg=/dev/sdb;leg=/dev/sdc) or give the path of a TOML file")]
     Comma,
@@ -546,7 +548,10 @@ mod tests {
     #[test]
     fn an_empty_path_is_refused() {
         assert_eq!(err("leg=/dev/a;leg=;meta=/m"), "`leg=` has no path; give one absolute path per `leg=`");
-        assert_eq!(err("leg=/dev/a;leg=/dev/b;meta="), "`meta=` has no path; give one absolute path per `meta=`");
+        assert_eq!(
+            err("leg=/dev/a;leg=/dev/b;meta="),
+            "`meta=` has no path; give one absolute path per `meta=`"
+        );
     }
 
     #[test]
@@ -607,9 +612,13 @@ mod tests {
 
     #[test]
     fn source_after_a_file_path_sets_the_put_back_source() {
-        let p = temp_file("source", "metadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n");
-        let c = HandlerConfig::parse(&format!("{};source=1;source_token=pb7;tcmur_cmd_time_out=30", p.display()))
-            .unwrap();
+        let p = temp_file(
+            "source",
+            "metadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n",
+        );
+        let c =
+            HandlerConfig::parse(&format!("{};source=1;source_token=pb7;tcmur_cmd_time_out=30", p.display()))
+                .unwrap();
         assert_eq!(c.volume.source, Some(1));
         assert_eq!(c.volume.source_token, "pb7");
         std::fs::write(&p, "source = 0\nmetadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/dev/a\"\n[[legs]]\npath = \"/dev/b\"\n").unwrap();

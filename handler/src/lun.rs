@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::testing::{self, TestState};
 
 /// What targetcli shows an administrator creating a `user:hamirror` backstore.
-pub const CFG_DESC: &str = "leg=/dev/A;leg=/dev/B[;leg=...];meta=/var/lib/hamirror/NAME.meta[;meta=/other/NAME.meta]\
+pub const CFG_DESC: &str =
+    "leg=/dev/A;leg=/dev/B[;leg=...];meta=/var/lib/hamirror/NAME.meta[;meta=/other/NAME.meta]\
 [;name=NAME][;io_timeout_ms=5000][;write_cache=false][;region_size=256K][;source=N]... \
 (no commas: LIO splits the string there) or the absolute path of a TOML file with the same keys \
 [;source=N]. At most 246 characters; size and block size come from the backstore.";
@@ -131,7 +132,11 @@ fn open_lun(dev: &Device<'_>, reopen: bool) -> Result<Lun, OpenLunError> {
         "{name}: {} ({size} bytes, write cache {}, unmap {})",
         if reopen { "reopened" } else { "opened" },
         on(write_cache),
-        if unmap { "on (reads back zeroes)" } else { "off (a leg cannot discard to zeroes; see unmap_zero_fill)" }
+        if unmap {
+            "on (reads back zeroes)"
+        } else {
+            "off (a leg cannot discard to zeroes; see unmap_zero_fill)"
+        }
     );
     // The LUN serves even if its control socket cannot be made; say so.
     let control = match hamirror_ctl::serve(&name, volume.clone()) {
@@ -352,7 +357,8 @@ mod tests {
 
     #[test]
     fn check_config_names_a_leg_that_does_not_exist() {
-        let why = check_config("hamirror/leg=/nonexistent/a;leg=/nonexistent/b;meta=/tmp/m.meta").unwrap_err();
+        let why =
+            check_config("hamirror/leg=/nonexistent/a;leg=/nonexistent/b;meta=/tmp/m.meta").unwrap_err();
         assert_eq!(why, "leg 0 (/nonexistent/a): does not exist; check the path or create the file");
     }
 

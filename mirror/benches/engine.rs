@@ -70,7 +70,12 @@ fn run_qd(qd: usize, op: impl Fn(&mut Offsets) + Sync, bs: usize, random: bool) 
         for t in 0..qd {
             let (op, total) = (&op, &total);
             s.spawn(move || {
-                let mut o = Offsets { x: 0x9e37 + t as u64 * 7919, next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64, bs: bs as u64, random };
+                let mut o = Offsets {
+                    x: 0x9e37 + t as u64 * 7919,
+                    next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64,
+                    bs: bs as u64,
+                    random,
+                };
                 let mut n = 0;
                 while Instant::now() < until {
                     op(&mut o);
@@ -101,7 +106,12 @@ fn run_qd_pair(qd: usize, files: &[File], data: &[u8], bs: usize, random: bool) 
                 }
             });
             s.spawn(move || {
-                let mut o = Offsets { x: 0x9e37 + t as u64 * 7919, next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64, bs: bs as u64, random };
+                let mut o = Offsets {
+                    x: 0x9e37 + t as u64 * 7919,
+                    next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64,
+                    bs: bs as u64,
+                    random,
+                };
                 let mut n = 0;
                 while Instant::now() < until {
                     let off = o.next();
@@ -184,7 +194,8 @@ fn volume_with(
 fn bench_dir(dir: &Path, label: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let paths = legs(dir);
-    let files: Vec<File> = paths.iter().map(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap()).collect();
+    let files: Vec<File> =
+        paths.iter().map(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap()).collect();
     println!("\n== {label}: {} (buffered files, no O_DIRECT)", dir.display());
     println!("{:<20} {:>12} {:>12} {:>7}", "case", "direct IOPS", "mirror IOPS", "ratio");
     let v = volume(dir, &paths, None);
@@ -193,10 +204,15 @@ fn bench_dir(dir: &Path, label: &str) {
         let base = if c.write {
             run_qd_pair(c.qd, &files, &data, c.bs, c.random)
         } else {
-            run_qd(c.qd, |o| {
-                let mut b = vec![0u8; c.bs];
-                files[0].read_exact_at(&mut b, o.next()).unwrap();
-            }, c.bs, c.random)
+            run_qd(
+                c.qd,
+                |o| {
+                    let mut b = vec![0u8; c.bs];
+                    files[0].read_exact_at(&mut b, o.next()).unwrap();
+                },
+                c.bs,
+                c.random,
+            )
         };
         let buf: Arc<dyn HostWriteBuf> = Arc::new(data.clone());
         let mirror = if c.write {
@@ -245,7 +261,11 @@ fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
                 sync_io(|d| v.write(r, warm.clone(), d)).unwrap();
             }
             let iops = run_qd(32, |o| sync_io(|d| v.write(o.next(), buf.clone(), d)).unwrap(), 4096, true);
-            if bitmap { with.push(iops) } else { without.push(iops) }
+            if bitmap {
+                with.push(iops)
+            } else {
+                without.push(iops)
+            }
             v.shutdown();
         }
     }

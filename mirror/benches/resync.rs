@@ -5,6 +5,7 @@
 //!   same leg (target >= 0.9);
 //! - host 4k random-write IOPS during a rebuild at the default floor,
 //!   against the same load with no rebuild (target >= 0.7).
+//!
 //! Run: `cargo bench -p hamirror-mirror --bench resync`.
 
 use mirror::config::InitialSync;
@@ -94,7 +95,8 @@ fn full_rebuild_vs_copy(dir: &Path, size: u64) {
     let legs = make_legs(dir, size, true);
     // Baseline: a plain sequential copy of leg 0 onto leg 1, region-sized
     // chunks, then a flush.
-    let (a, b) = (File::open(&legs[0]).unwrap(), std::fs::OpenOptions::new().write(true).open(&legs[1]).unwrap());
+    let (a, b) =
+        (File::open(&legs[0]).unwrap(), std::fs::OpenOptions::new().write(true).open(&legs[1]).unwrap());
     let mut chunk = vec![0u8; 256 * 1024];
     let t0 = Instant::now();
     for o in (0..size).step_by(chunk.len()) {

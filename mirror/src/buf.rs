@@ -163,9 +163,7 @@ impl Drop for AlignedBuf {
 /// Whether every slice starts and ends on `align` (a power of two).
 pub fn slices_aligned(slices: &[IoSlice<'_>], align: usize) -> bool {
     align <= 1
-        || slices
-            .iter()
-            .all(|s| (s.as_ptr() as usize) % align == 0 && s.len() % align == 0)
+        || slices.iter().all(|s| (s.as_ptr() as usize).is_multiple_of(align) && s.len().is_multiple_of(align))
 }
 
 #[cfg(test)]

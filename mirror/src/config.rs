@@ -166,7 +166,7 @@ impl VolumeConfig {
         if self.block_size != 512 && self.block_size != 4096 {
             return Err(ConfigError::BlockSize(self.block_size));
         }
-        if self.size == 0 || self.size % u64::from(self.block_size) != 0 {
+        if self.size == 0 || !self.size.is_multiple_of(u64::from(self.block_size)) {
             return Err(ConfigError::Size { size: self.size, block_size: self.block_size });
         }
         let rs = self.region_size;
@@ -183,10 +183,7 @@ impl VolumeConfig {
             }
         }
         if self.resync_max_mib_s != 0 && self.resync_min_mib_s > self.resync_max_mib_s {
-            return Err(ConfigError::ResyncRates {
-                min: self.resync_min_mib_s,
-                max: self.resync_max_mib_s,
-            });
+            return Err(ConfigError::ResyncRates { min: self.resync_min_mib_s, max: self.resync_max_mib_s });
         }
         Ok(())
     }

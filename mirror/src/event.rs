@@ -63,10 +63,9 @@ impl std::fmt::Display for Event {
             Event::ResyncFailed { leg, kind, error } => {
                 write!(f, "leg {leg}: {kind:?} resync failed: {error}")
             }
-            Event::ReadRepaired { leg, offset, len } => write!(
-                f,
-                "leg {leg}: read error at byte {offset} (+{len}) repaired from another leg"
-            ),
+            Event::ReadRepaired { leg, offset, len } => {
+                write!(f, "leg {leg}: read error at byte {offset} (+{len}) repaired from another leg")
+            }
             Event::MetadataCopyLost { copy, path, error } => write!(
                 f,
                 "metadata copy {copy} ({path}) lost: {error}; the other copies carry on, replace it"

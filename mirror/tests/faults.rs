@@ -35,7 +35,11 @@ fn write_with_one_leg_failing_is_acknowledged_and_marks_region_dirty() {
     drop(v);
     let (v2, _, _) = open(&cfg);
     let st = v2.status();
-    assert!(matches!(st.legs[1].state, LegState::Faulted(_) | LegState::Rebuilding), "{:?}", st.legs[1].state);
+    assert!(
+        matches!(st.legs[1].state, LegState::Faulted(_) | LegState::Rebuilding),
+        "{:?}",
+        st.legs[1].state
+    );
     assert!(st.legs[0].state.is_in_sync());
     v2.shutdown();
 }

@@ -62,7 +62,9 @@ fn run_thread(v: &mirror::Volume, thread: usize, seed: u64, model: &mut Model) {
                 let next = pattern(BLOCK, rng.next());
                 match caw(v, off, &cur, &next) {
                     Ok(()) => model[i] = Some(next),
-                    Err(IoError::Miscompare { offset }) => panic!("thread {thread}: false miscompare at {offset}"),
+                    Err(IoError::Miscompare { offset }) => {
+                        panic!("thread {thread}: false miscompare at {offset}")
+                    }
                     Err(_) => model[i] = None,
                 }
             }

@@ -63,7 +63,10 @@ pub fn parse(args: &[String]) -> Result<Invocation, Usage> {
     }
     let starting = matches!(action, Action::Send { cmd: Command::Verify(VerifyAction::Start { .. }), .. });
     if !starting && opts.repair_from.is_some() {
-        return Err(usage(words.first().copied(), "--repair-from only applies to verify VOLUME start".into()));
+        return Err(usage(
+            words.first().copied(),
+            "--repair-from only applies to verify VOLUME start".into(),
+        ));
     }
     Ok(Invocation { json: opts.json, action })
 }
@@ -91,7 +94,12 @@ impl Opts {
             }
             "--count" => match value.parse::<u64>() {
                 Ok(n) if n > 0 => self.count = Some(n),
-                _ => return Err(usage(Some("watch"), format!("--count takes a positive number, not {value:?}"))),
+                _ => {
+                    return Err(usage(
+                        Some("watch"),
+                        format!("--count takes a positive number, not {value:?}"),
+                    ))
+                }
             },
             _ => self.repair_from = Some(leg_number("verify", value)?),
         }
@@ -146,8 +154,9 @@ fn leg_number(cmd: &str, s: &str) -> Result<usize, Usage> {
 }
 
 fn mib_s(s: &str) -> Result<u64, Usage> {
-    s.parse()
-        .map_err(|_| usage(Some("resync"), format!("MIB_S must be a whole number of MiB/s (0: unlimited), not {s:?}")))
+    s.parse().map_err(|_| {
+        usage(Some("resync"), format!("MIB_S must be a whole number of MiB/s (0: unlimited), not {s:?}"))
+    })
 }
 
 fn usage(cmd: Option<&str>, msg: String) -> Usage {
@@ -175,7 +184,11 @@ mod tests {
     fn leg_commands_need_a_numeric_leg() {
         assert_eq!(p("fail db0 1").unwrap().action, send("db0", Command::Fail(1)));
         let e = p("fail db0 one").unwrap_err();
-        assert!(e.0.contains("LEG must be a leg index") && e.0.contains("hamirrorctl fail VOLUME LEG"), "{}", e.0);
+        assert!(
+            e.0.contains("LEG must be a leg index") && e.0.contains("hamirrorctl fail VOLUME LEG"),
+            "{}",
+            e.0
+        );
         assert!(p("restore db0").is_err());
     }
 

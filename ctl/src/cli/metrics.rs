@@ -21,7 +21,9 @@ const LEG_COUNTERS: &[(&str, &str, LegValue)] = &[
     ("hamirror_leg_write_bytes_total", "Bytes written to the leg.", |l| l.write_bytes as f64),
     ("hamirror_leg_read_errors_total", "Reads the leg failed.", |l| l.read_errors as f64),
     ("hamirror_leg_write_errors_total", "Writes the leg failed.", |l| l.write_errors as f64),
-    ("hamirror_leg_timeouts_total", "I/Os the leg did not finish within the deadline.", |l| l.timeouts as f64),
+    ("hamirror_leg_timeouts_total", "I/Os the leg did not finish within the deadline.", |l| {
+        l.timeouts as f64
+    }),
 ];
 
 const LEG_GAUGES: &[(&str, &str, LegValue)] = &[
@@ -38,7 +40,9 @@ const VOLUME_GAUGES: &[(&str, &str, VolumeValue)] = &[
         s.dirty_regions.saturating_mul(s.region_size).min(s.size) as f64
     }),
     ("hamirror_resync_active", "1 while a resync or crash recovery runs.", |s| flag(s.resync.is_some())),
-    ("hamirror_resync_paused", "1 if resync is paused by the administrator.", |s| flag(s.resync_control.paused)),
+    ("hamirror_resync_paused", "1 if resync is paused by the administrator.", |s| {
+        flag(s.resync_control.paused)
+    }),
     ("hamirror_resync_done_bytes", "Bytes copied by the current resync.", |s| {
         s.resync.as_ref().map_or(0.0, |r| r.done_bytes as f64)
     }),
@@ -52,13 +56,17 @@ const VOLUME_GAUGES: &[(&str, &str, VolumeValue)] = &[
         (s.resync_control.max_mib_s as f64) * 1024.0 * 1024.0
     }),
     ("hamirror_verify_running", "1 while a verify (scrub) runs.", |s| flag(s.verify.running)),
-    ("hamirror_verify_done_bytes", "Bytes compared by the current or last verify.", |s| s.verify.done_bytes as f64),
+    ("hamirror_verify_done_bytes", "Bytes compared by the current or last verify.", |s| {
+        s.verify.done_bytes as f64
+    }),
     ("hamirror_verify_total_bytes", "Bytes the current or last verify has to compare.", |s| {
         s.verify.total_bytes as f64
     }),
-    ("hamirror_verify_mismatched_regions", "Regions the current or last verify found different between legs.", |s| {
-        s.verify.mismatched_regions as f64
-    }),
+    (
+        "hamirror_verify_mismatched_regions",
+        "Regions the current or last verify found different between legs.",
+        |s| s.verify.mismatched_regions as f64,
+    ),
     ("hamirror_verify_repaired_regions", "Mismatched regions the current or last verify repaired.", |s| {
         s.verify.repaired_regions as f64
     }),
@@ -84,7 +92,12 @@ pub fn render(scrapes: &[Scrape]) -> String {
         "Bytes copied by resyncs since the volume was opened.",
     );
     for s in &up {
-        sample(&mut out, "hamirror_resync_copied_bytes_total", &[("volume", &s.name)], s.resync_bytes_total as f64);
+        sample(
+            &mut out,
+            "hamirror_resync_copied_bytes_total",
+            &[("volume", &s.name)],
+            s.resync_bytes_total as f64,
+        );
     }
     leg_families(&mut out, &up);
     family(&mut out, "hamirror_metadata_copy_live", "gauge", "1 if the metadata copy is being written.");
@@ -167,7 +180,10 @@ mod tests {
     #[test]
     fn an_unreachable_volume_is_reported_down_and_nothing_else() {
         let text = render(&[Scrape { volume: "gone".into(), status: None }]);
-        assert!(text.contains("# TYPE hamirror_volume_up gauge\nhamirror_volume_up{volume=\"gone\"} 0\n"), "{text}");
+        assert!(
+            text.contains("# TYPE hamirror_volume_up gauge\nhamirror_volume_up{volume=\"gone\"} 0\n"),
+            "{text}"
+        );
         assert!(!text.contains("hamirror_leg_reads_total{"));
     }
 

@@ -90,7 +90,9 @@ fn help_text(topic: Option<&str>, out: &mut dyn Write) -> Result<(), CliError> {
         None => help::overview(),
         Some(name) => match help::topic(name) {
             Some(t) => help::command(t),
-            None => return Err(CliError::Usage(Usage(format!("no command {name:?}\nsee hamirrorctl --help")))),
+            None => {
+                return Err(CliError::Usage(Usage(format!("no command {name:?}\nsee hamirrorctl --help"))))
+            }
         },
     };
     Ok(out.write_all(text.as_bytes())?)
@@ -105,7 +107,8 @@ fn send(dir: &Path, volume: &str, cmd: &Command, json: bool, out: &mut dyn Write
     if json {
         return print_json(&data, out);
     }
-    let decode = |e: serde_json::Error| ClientError::Protocol { name: volume.to_string(), detail: e.to_string() };
+    let decode =
+        |e: serde_json::Error| ClientError::Protocol { name: volume.to_string(), detail: e.to_string() };
     let text = match cmd {
         Command::Status => render::status(&serde_json::from_value::<StatusView>(data).map_err(decode)?),
         Command::Events => render::events(&serde_json::from_value::<Vec<EventView>>(data).map_err(decode)?),

@@ -34,7 +34,11 @@ pub fn status(s: &StatusView) -> String {
     );
     out += &legs(&s.legs);
     let dirty = s.dirty_regions.saturating_mul(s.region_size).min(s.size);
-    out += &format!("\nDirty regions: {} ({} marked in the write-intent bitmap)\n", s.dirty_regions, bytes(dirty));
+    out += &format!(
+        "\nDirty regions: {} ({} marked in the write-intent bitmap)\n",
+        s.dirty_regions,
+        bytes(dirty)
+    );
     out += &resync(s);
     out += &verify(&s.verify);
     let live = s.metadata.iter().filter(|m| m.live).count();
@@ -53,8 +57,8 @@ pub fn status(s: &StatusView) -> String {
 
 fn legs(legs: &[LegView]) -> String {
     let headers = [
-        "LEG", "STATE", "READS", "WRITES", "READ", "WRITTEN", "RD ERR", "WR ERR", "TIMEOUTS", "INFLIGHT", "AVG LAT",
-        "PATH",
+        "LEG", "STATE", "READS", "WRITES", "READ", "WRITTEN", "RD ERR", "WR ERR", "TIMEOUTS", "INFLIGHT",
+        "AVG LAT", "PATH",
     ];
     let rows: Vec<Vec<String>> = legs
         .iter()
@@ -76,7 +80,8 @@ fn legs(legs: &[LegView]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for (line, leg) in table(&headers, &rows).lines().zip(std::iter::once(None).chain(legs.iter().map(Some))) {
+    for (line, leg) in table(&headers, &rows).lines().zip(std::iter::once(None).chain(legs.iter().map(Some)))
+    {
         out += line;
         out.push('\n');
         if let Some(reason) = leg.and_then(|l| l.reason.as_ref()) {
@@ -163,7 +168,12 @@ pub fn list(entries: &[ListEntry]) -> String {
             let resync = match (&e.resync, &e.error) {
                 (_, Some(err)) => err.clone(),
                 (Some(r), None) => {
-                    format!("leg {} {:.1}% ({})", r.leg, percent(r.done_bytes, r.total_bytes), r.kind.replace('_', " "))
+                    format!(
+                        "leg {} {:.1}% ({})",
+                        r.leg,
+                        percent(r.done_bytes, r.total_bytes),
+                        r.kind.replace('_', " ")
+                    )
                 }
                 (None, None) => "-".into(),
             };
@@ -188,8 +198,9 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let numeric =
-        |col: usize| !rows.is_empty() && rows.iter().all(|r| r[col].starts_with(|c: char| c.is_ascii_digit()));
+    let numeric = |col: usize| {
+        !rows.is_empty() && rows.iter().all(|r| r[col].starts_with(|c: char| c.is_ascii_digit()))
+    };
     let line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {

@@ -27,7 +27,8 @@ pub fn duration(secs: u64) -> String {
 
 /// `[#########-----------]` for `done` of `total`.
 pub fn bar(done: u64, total: u64, width: usize) -> String {
-    let filled = if total == 0 { width } else { (done.min(total) as u128 * width as u128 / total as u128) as usize };
+    let filled =
+        if total == 0 { width } else { (done.min(total) as u128 * width as u128 / total as u128) as usize };
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
 

@@ -151,9 +151,8 @@ fn block_alignment(path: &Path, is_block: bool) -> usize {
     if !is_block {
         return 512;
     }
-    let name = fs::canonicalize(path)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let name =
+        fs::canonicalize(path).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
     let read = |p: PathBuf| fs::read_to_string(p).ok()?.trim().parse::<usize>().ok();
     name.and_then(|n| {
         read(Path::new("/sys/class/block").join(&n).join("queue/logical_block_size"))
@@ -206,7 +205,7 @@ impl Backend for FileBackend {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let a = self.alignment;
-        if a > 1 && ((buf.as_ptr() as usize) % a != 0 || buf.len() % a != 0) {
+        if a > 1 && (!(buf.as_ptr() as usize).is_multiple_of(a) || !buf.len().is_multiple_of(a)) {
             let mut bounce = AlignedBuf::uninit(buf.len());
             self.file().read_exact_at(bounce.as_mut_slice(), offset)?;
             buf.copy_from_slice(bounce.as_slice());
@@ -288,10 +287,8 @@ mod tests {
         p
     }
 
-    const MODES: [OpenMode; 2] = [
-        OpenMode { direct_io: false, sync_writes: false },
-        OpenMode { direct_io: true, sync_writes: true },
-    ];
+    const MODES: [OpenMode; 2] =
+        [OpenMode { direct_io: false, sync_writes: false }, OpenMode { direct_io: true, sync_writes: true }];
 
     #[test]
     fn file_backend_passes_the_conformance_suite() {
@@ -321,10 +318,7 @@ mod tests {
 
     #[test]
     fn a_directory_is_not_storage() {
-        assert!(matches!(
-            FileBackend::open(&std::env::temp_dir(), MODES[0]),
-            Err(LegOpenError::NotStorage)
-        ));
+        assert!(matches!(FileBackend::open(&std::env::temp_dir(), MODES[0]), Err(LegOpenError::NotStorage)));
     }
 
     #[test]
@@ -333,8 +327,7 @@ mod tests {
         let b = FileBackend::open(&p, MODES[1]).unwrap();
         let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
         // Two slices that split a 512-byte sector: not aligned.
-        b.write_vectored_at(&[IoSlice::new(&data[..100]), IoSlice::new(&data[100..])], 4096)
-            .unwrap();
+        b.write_vectored_at(&[IoSlice::new(&data[..100]), IoSlice::new(&data[100..])], 4096).unwrap();
         let mut back = vec![0u8; 8192];
         b.read_at(&mut back, 4096).unwrap();
         assert_eq!(back, data);

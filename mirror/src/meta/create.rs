@@ -63,10 +63,7 @@ impl MetaStore {
         validate(header)?;
         let geom = Geometry::of(header)?;
         let blanks = paths.iter().map(|p| claim_blank(p)).collect::<Result<Vec<_>, _>>()?;
-        let news = paths
-            .iter()
-            .map(|p| NewFile::begin(p, geom.file_len()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let news = paths.iter().map(|p| NewFile::begin(p, geom.file_len())).collect::<Result<Vec<_>, _>>()?;
         let (hseq, bitmap) = (1, Bitmap::repeat(false, geom.regions));
         for (new, path) in news.iter().zip(paths) {
             write_all_pages(new.file(), header, &bitmap, &geom)
@@ -75,11 +72,8 @@ impl MetaStore {
         }
         let files = news.into_iter().map(NewFile::publish).collect::<Result<Vec<_>, _>>()?;
         drop(blanks);
-        let copies = paths.iter().zip(files).map(|(p, f)| Copy {
-            path: p.clone(),
-            file: Some(f),
-            error: None,
-        });
+        let copies =
+            paths.iter().zip(files).map(|(p, f)| Copy { path: p.clone(), file: Some(f), error: None });
         let store = MetaStore::from_parts(copies.collect(), header.clone(), hseq, 0, geom);
         Ok(Opened { store, header: header.clone(), bitmap, notes: Vec::new() })
     }
@@ -161,8 +155,7 @@ mod tests {
     fn creation_leaves_only_the_copies_in_the_directory() {
         let dir = TempDir::new("create-clean");
         drop(create(&dir.copies(2)));
-        let mut names: Vec<_> =
-            fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["meta0", "meta1"]);
     }

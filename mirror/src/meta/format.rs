@@ -105,9 +105,8 @@ impl Geometry {
                 ),
             });
         }
-        let regions = usize::try_from(h.size.div_ceil(h.region_size)).map_err(|_| {
-            MetaError::Invalid { what: format!("size {} needs too many regions", h.size) }
-        })?;
+        let regions = usize::try_from(h.size.div_ceil(h.region_size))
+            .map_err(|_| MetaError::Invalid { what: format!("size {} needs too many regions", h.size) })?;
         Ok(Geometry { regions, pages: regions.div_ceil(REGIONS_PER_PAGE) })
     }
 
@@ -183,12 +182,7 @@ pub struct Page {
 }
 
 /// Encodes page `index` holding `bits` (at most [`REGIONS_PER_PAGE`] of them).
-pub fn encode_page(
-    volume_id: &[u8; 16],
-    index: usize,
-    seq: u64,
-    bits: &BitSlice<u64, Lsb0>,
-) -> Vec<u8> {
+pub fn encode_page(volume_id: &[u8; 16], index: usize, seq: u64, bits: &BitSlice<u64, Lsb0>) -> Vec<u8> {
     debug_assert!(bits.len() <= REGIONS_PER_PAGE);
     let mut buf = vec![0u8; PAGE_SIZE];
     buf[16..24].copy_from_slice(&(index as u64).to_le_bytes());

@@ -114,8 +114,7 @@ impl Header {
 
     #[cfg(test)]
     pub(crate) fn for_tests() -> Header {
-        let leg =
-            |i: usize| LegRecord::in_sync(&format!("file:dev=1,ino={i}"), &format!("/legs/{i}"));
+        let leg = |i: usize| LegRecord::in_sync(&format!("file:dev=1,ino={i}"), &format!("/legs/{i}"));
         let mut h = Header::new("vol", 64 << 20, 512, 64 << 10, vec![leg(0), leg(1)]).unwrap();
         h.generation = 1;
         h
@@ -277,11 +276,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError::Truncated)?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(DecodeError::Truncated)?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -333,10 +328,7 @@ mod tests {
     fn a_too_long_name_is_refused_by_the_encoder() {
         let mut h = Header::for_tests();
         h.name = "x".repeat(MAX_NAME + 1);
-        assert!(matches!(
-            encode_slot(&h, 1),
-            Err(MetaError::TooLarge { field: "name length", .. })
-        ));
+        assert!(matches!(encode_slot(&h, 1), Err(MetaError::TooLarge { field: "name length", .. })));
     }
 
     #[test]

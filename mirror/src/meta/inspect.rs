@@ -38,8 +38,7 @@ pub fn read_contents(file: &File) -> io::Result<Contents> {
     if file.metadata()?.len() == 0 {
         return Ok(Contents::Blank);
     }
-    let slots =
-        [read_upto(file, slot_offset(0), SLOT_SIZE)?, read_upto(file, slot_offset(1), SLOT_SIZE)?];
+    let slots = [read_upto(file, slot_offset(0), SLOT_SIZE)?, read_upto(file, slot_offset(1), SLOT_SIZE)?];
     let page0 = read_upto(file, page_offset(0), PAGE_SIZE)?;
     Ok(classify(&slots, &page0))
 }
@@ -59,8 +58,7 @@ fn classify(slots: &[Vec<u8>; 2], page0: &[u8]) -> Contents {
     if !ours {
         return Contents::Alien;
     }
-    let err =
-        |d: &Result<_, DecodeError>| d.as_ref().err().map(ToString::to_string).unwrap_or_default();
+    let err = |d: &Result<_, DecodeError>| d.as_ref().err().map(ToString::to_string).unwrap_or_default();
     let why = format!("header slot 0: {}; slot 1: {}", err(&decoded[0]), err(&decoded[1]));
     Contents::Corrupt { why, page_volume: page_volume(page0) }
 }

@@ -35,9 +35,7 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<(), MetaError> {
             Ok(m) => Some((m.dev(), m.ino())),
             Err(_) => None,
         };
-        if let Some((other, _)) =
-            seen.iter().find(|(p, i)| *p == path || (id.is_some() && *i == id))
-        {
+        if let Some((other, _)) = seen.iter().find(|(p, i)| *p == path || (id.is_some() && *i == id)) {
             return Err(MetaError::DuplicateCopy { path: path.clone(), other: (*other).clone() });
         }
         seen.push((path, id));
@@ -97,19 +95,11 @@ impl NewFile {
         name.push(".hamirror-new");
         let tmp = path.with_file_name(name);
         // Not truncated at open: another creator may hold it; only once locked.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&tmp);
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&tmp);
         let file = lock(file.map_err(|e| io_err(&tmp, e))?, &tmp)?;
         let new = NewFile { file: Some(file), tmp, path: path.to_owned() };
-        new.file()
-            .set_len(0)
-            .and_then(|()| new.file().set_len(len))
-            .map_err(|e| io_err(&new.tmp, e))?;
+        new.file().set_len(0).and_then(|()| new.file().set_len(len)).map_err(|e| io_err(&new.tmp, e))?;
         Ok(new)
     }
 

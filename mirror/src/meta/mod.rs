@@ -122,7 +122,9 @@ pub enum MetaError {
     #[error("{path}: metadata format version {found}, this hamirror reads version {FORMAT_VERSION}; use the hamirror that wrote it", path = .path.display())]
     Version { path: PathBuf, found: u32 },
     /// `open` found no copy with a valid header.
-    #[error("no metadata copy can be trusted ({details}); restore a copy from backup or create the volume anew")]
+    #[error(
+        "no metadata copy can be trusted ({details}); restore a copy from backup or create the volume anew"
+    )]
     NoValidCopy { details: String },
     /// A write reached no copy (the error is the last copy's).
     #[error("no metadata copy could be written; check the storage that holds them")]

@@ -53,9 +53,7 @@ fn load(path: &Path) -> Result<Candidate, MetaError> {
 fn refuse_unusable(cands: &[Candidate]) -> Result<(), MetaError> {
     for c in cands {
         match c.found {
-            Found::Is(Contents::Alien) => {
-                return Err(MetaError::NotMetadata { path: c.path.clone() })
-            }
+            Found::Is(Contents::Alien) => return Err(MetaError::NotMetadata { path: c.path.clone() }),
             Found::Is(Contents::Version(found)) => {
                 return Err(MetaError::Version { path: c.path.clone(), found })
             }
@@ -89,8 +87,7 @@ fn describe(cands: &[Candidate]) -> String {
         Found::Is(Contents::Corrupt { why, .. }) => why.clone(),
         Found::Is(other) => format!("{other:?}"),
     };
-    let all: Vec<String> =
-        cands.iter().map(|c| format!("{}: {}", c.path.display(), one(c))).collect();
+    let all: Vec<String> = cands.iter().map(|c| format!("{}: {}", c.path.display(), one(c))).collect();
     all.join("; ")
 }
 
@@ -178,8 +175,7 @@ mod tests {
         let dir = TempDir::new("garbage");
         let paths = dir.copies(2);
         drop(create(&paths[..1]));
-        let junk: Vec<u8> =
-            (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let junk: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         fs::write(&paths[1], &junk).unwrap();
         let err = MetaStore::open(&paths).unwrap_err();
         assert!(matches!(err, MetaError::NotMetadata { .. }), "{err}");
@@ -193,11 +189,7 @@ mod tests {
         drop(create(&paths));
         fs::remove_file(&paths[1]).unwrap();
         let opened = MetaStore::open(&paths).unwrap();
-        assert!(
-            matches!(&opened.notes[..], [CopyNote::Repaired { copy: 1, .. }]),
-            "{:?}",
-            opened.notes
-        );
+        assert!(matches!(&opened.notes[..], [CopyNote::Repaired { copy: 1, .. }]), "{:?}", opened.notes);
         drop(opened.store);
         fs::remove_file(&paths[0]).unwrap();
         assert!(MetaStore::open(&paths).unwrap().notes.len() == 1);
@@ -217,11 +209,7 @@ mod tests {
         fs::write(&paths[1], old).unwrap();
         let reopened = MetaStore::open(&paths).unwrap();
         assert_eq!(reopened.header.generation, 7);
-        assert!(
-            matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]),
-            "{:?}",
-            reopened.notes
-        );
+        assert!(matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]), "{:?}", reopened.notes);
         drop(reopened.store);
         fs::remove_file(&paths[0]).unwrap();
         assert_eq!(MetaStore::open(&paths).unwrap().header.generation, 7);
@@ -254,11 +242,7 @@ mod tests {
         drop(create(&paths));
         fs::remove_dir_all(dir.path("gone")).unwrap();
         let opened = MetaStore::open(&paths).unwrap();
-        assert!(
-            matches!(&opened.notes[..], [CopyNote::Lost { copy: 1, .. }]),
-            "{:?}",
-            opened.notes
-        );
+        assert!(matches!(&opened.notes[..], [CopyNote::Lost { copy: 1, .. }]), "{:?}", opened.notes);
         let health = opened.store.health();
         assert!(health[0].live && !health[1].live && health[1].error.is_some(), "{health:?}");
     }

@@ -6,9 +6,7 @@
 //! version of a page; if none of them has it intact, the page's regions are
 //! all marked dirty rather than taken from an older copy that may miss bits.
 
-use super::format::{
-    decode_page, encode_page, or_into, page_offset, same_bits, Geometry, Page, PAGE_SIZE,
-};
+use super::format::{decode_page, encode_page, or_into, page_offset, same_bits, Geometry, Page, PAGE_SIZE};
 use super::header::Header;
 use super::inspect::{read_upto, Contents};
 use super::lock::{io_err, LockedFile, NewFile};
@@ -53,8 +51,7 @@ pub fn run(cands: Vec<Candidate>, header: Header, seq: u64) -> Result<Opened, Me
     let mut bitmap = Bitmap::repeat(false, geom.regions);
     let (mut lost_pages, mut pseq) = (0, 0);
     for page in 0..geom.pages {
-        let (trusted, page_seq) =
-            merge_page(&mut works, &mut bitmap, page, &header.volume_id, &geom);
+        let (trusted, page_seq) = merge_page(&mut works, &mut bitmap, page, &header.volume_id, &geom);
         lost_pages += usize::from(!trusted);
         pseq = pseq.max(page_seq);
     }
@@ -62,8 +59,7 @@ pub fn run(cands: Vec<Candidate>, header: Header, seq: u64) -> Result<Opened, Me
     if lost_pages > 0 {
         notes.push(CopyNote::PagesLost { pages: lost_pages });
     }
-    let copies: Vec<Copy> =
-        works.into_iter().map(|w| w.finish(&header, seq, &geom, &mut notes)).collect();
+    let copies: Vec<Copy> = works.into_iter().map(|w| w.finish(&header, seq, &geom, &mut notes)).collect();
     if copies.iter().all(|c| c.error.is_some()) {
         let why: Vec<String> = copies
             .iter()
@@ -90,8 +86,7 @@ fn merge_page(
 ) -> (bool, u64) {
     let bits = &mut bitmap[geom.page_bits(page)];
     let images: Vec<Option<Page>> = works.iter().map(|w| w.read_page(page, id)).collect();
-    let trusted =
-        works.iter().zip(&images).any(|(w, img)| matches!(w.action, Action::Keep) && img.is_some());
+    let trusted = works.iter().zip(&images).any(|(w, img)| matches!(w.action, Action::Keep) && img.is_some());
     if trusted {
         images.iter().flatten().for_each(|img| or_into(bits, &img.words));
     } else {
@@ -124,8 +119,7 @@ impl Work {
             Found::Is(Contents::Valid { .. }) => (Action::Keep, None),
             Found::Is(other) => (Action::Keep, Some(format!("left untouched: {other:?}"))),
         };
-        let mut w =
-            Work { copy, path: c.path, file: c.file, new: None, action, pages_fixed: 0, error };
+        let mut w = Work { copy, path: c.path, file: c.file, new: None, action, pages_fixed: 0, error };
         if matches!(w.action, Action::Recreate(_)) && w.error.is_none() {
             match NewFile::begin(&w.path, geom.file_len()) {
                 Ok(new) => w.new = Some(new),
@@ -152,13 +146,7 @@ impl Work {
     }
 
     /// Writes the merged page if this copy needs it.
-    fn put_page(
-        &mut self,
-        page: usize,
-        had: Option<&Page>,
-        bits: &BitSlice<u64, Lsb0>,
-        encoded: &[u8],
-    ) {
+    fn put_page(&mut self, page: usize, had: Option<&Page>, bits: &BitSlice<u64, Lsb0>, encoded: &[u8]) {
         let keep = matches!(self.action, Action::Keep);
         if self.error.is_some() || (keep && had.is_some_and(|p| same_bits(bits, &p.words))) {
             return;
@@ -171,13 +159,7 @@ impl Work {
     }
 
     /// Completes the copy's repair: syncs, writes the header, publishes.
-    fn finish(
-        mut self,
-        header: &Header,
-        seq: u64,
-        geom: &Geometry,
-        notes: &mut Vec<CopyNote>,
-    ) -> Copy {
+    fn finish(mut self, header: &Header, seq: u64, geom: &Geometry, notes: &mut Vec<CopyNote>) -> Copy {
         let why = match self.error {
             Some(_) => None,
             None => match self.complete(header, seq, geom) {
@@ -198,21 +180,13 @@ impl Work {
     }
 
     /// The repair's last writes; returns what was repaired, if anything.
-    fn complete(
-        &mut self,
-        header: &Header,
-        seq: u64,
-        geom: &Geometry,
-    ) -> Result<Option<String>, MetaError> {
+    fn complete(&mut self, header: &Header, seq: u64, geom: &Geometry) -> Result<Option<String>, MetaError> {
         match &self.action {
             Action::Keep if self.pages_fixed == 0 => Ok(None),
             Action::Keep => {
                 let file = self.file.as_ref().expect("a kept copy has its file");
                 file.sync_data().map_err(|e| io_err(&self.path, e))?;
-                Ok(Some(format!(
-                    "{} bitmap pages unreadable or out of date; rewritten",
-                    self.pages_fixed
-                )))
+                Ok(Some(format!("{} bitmap pages unreadable or out of date; rewritten", self.pages_fixed)))
             }
             Action::Rewrite(why) => {
                 let file = self.file.as_ref().expect("a rewritten copy has its file");
@@ -257,11 +231,7 @@ mod tests {
         tear_page(&paths[0], 0);
         let opened = MetaStore::open(&paths).unwrap();
         assert_eq!(opened.bitmap.iter_ones().collect::<Vec<_>>(), vec![3, 700]);
-        assert!(
-            matches!(&opened.notes[..], [CopyNote::Repaired { copy: 0, .. }]),
-            "{:?}",
-            opened.notes
-        );
+        assert!(matches!(&opened.notes[..], [CopyNote::Repaired { copy: 0, .. }]), "{:?}", opened.notes);
         drop(opened.store);
         std::fs::remove_file(&paths[1]).unwrap();
         let again = MetaStore::open(&paths).unwrap();
@@ -294,8 +264,7 @@ mod tests {
         // only if its header sequence matches, so splice its page alone.
         let mut now = std::fs::read(&paths[1]).unwrap();
         let at = crate::meta::format::page_offset(0) as usize;
-        now[at..at + crate::meta::PAGE_SIZE]
-            .copy_from_slice(&saved[at..at + crate::meta::PAGE_SIZE]);
+        now[at..at + crate::meta::PAGE_SIZE].copy_from_slice(&saved[at..at + crate::meta::PAGE_SIZE]);
         std::fs::write(&paths[1], now).unwrap();
         let reopened = MetaStore::open(&paths).unwrap();
         assert_eq!(reopened.bitmap.iter_ones().collect::<Vec<_>>(), vec![3, 9, 700]);

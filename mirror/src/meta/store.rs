@@ -7,9 +7,7 @@
 //! date, the header is rewritten on the survivors with a higher sequence
 //! number. A call fails only if no copy took the write.
 
-use super::format::{
-    encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS, SLOT_SIZE,
-};
+use super::format::{encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS, SLOT_SIZE};
 use super::header::{encode_slot, validate, Header};
 use super::lock::LockedFile;
 use super::{CopyHealth, CopyNote, MetaError, Opened};
@@ -85,11 +83,7 @@ impl MetaStore {
 
     /// Writes bitmap pages `pages` of `bits` (the whole bitmap) to every live
     /// copy, then makes them durable.
-    pub fn write_bitmap_pages(
-        &self,
-        bits: &BitSlice<u64, Lsb0>,
-        pages: &[usize],
-    ) -> Result<(), MetaError> {
+    pub fn write_bitmap_pages(&self, bits: &BitSlice<u64, Lsb0>, pages: &[usize]) -> Result<(), MetaError> {
         let geom = {
             let g = self.inner.lock();
             g.check_pages(bits, pages)?;
@@ -156,11 +150,8 @@ impl MetaStore {
     /// Each copy's state, in the order the paths were given.
     pub fn health(&self) -> Vec<CopyHealth> {
         let g = self.inner.lock();
-        let one = |c: &Copy| CopyHealth {
-            path: c.path.clone(),
-            live: c.error.is_none(),
-            error: c.error.clone(),
-        };
+        let one =
+            |c: &Copy| CopyHealth { path: c.path.clone(), live: c.error.is_none(), error: c.error.clone() };
         g.copies.iter().map(one).collect()
     }
 
@@ -182,7 +173,12 @@ impl Inner {
         if h.volume_id != old.volume_id || h.size != old.size || h.region_size != old.region_size {
             let what = format!(
                 "a header write cannot change the volume id, size or region size ({} {} {} -> {} {} {})",
-                old.id_hex(), old.size, old.region_size, h.id_hex(), h.size, h.region_size
+                old.id_hex(),
+                old.size,
+                old.region_size,
+                h.id_hex(),
+                h.size,
+                h.region_size
             );
             return Err(MetaError::Invalid { what });
         }
@@ -191,17 +187,11 @@ impl Inner {
 
     fn check_pages(&self, bits: &BitSlice<u64, Lsb0>, pages: &[usize]) -> Result<(), MetaError> {
         if bits.len() != self.geom.regions {
-            let what = format!(
-                "bitmap of {} bits for a volume of {} regions",
-                bits.len(),
-                self.geom.regions
-            );
+            let what = format!("bitmap of {} bits for a volume of {} regions", bits.len(), self.geom.regions);
             return Err(MetaError::Invalid { what });
         }
         match pages.iter().find(|&&p| p >= self.geom.pages) {
-            Some(p) => {
-                Err(MetaError::Invalid { what: format!("bitmap page {p} of {}", self.geom.pages) })
-            }
+            Some(p) => Err(MetaError::Invalid { what: format!("bitmap page {p} of {}", self.geom.pages) }),
             None => Ok(()),
         }
     }
@@ -219,10 +209,7 @@ impl Inner {
 
     /// Runs `op` on every live copy; a copy it fails on is lost. Returns how
     /// many were lost, or an error if no copy took it.
-    fn each_live(
-        &mut self,
-        mut op: impl FnMut(&File) -> io::Result<()>,
-    ) -> Result<usize, MetaError> {
+    fn each_live(&mut self, mut op: impl FnMut(&File) -> io::Result<()>) -> Result<usize, MetaError> {
         let (mut took, mut lost, mut last) = (0, 0, None);
         for (i, c) in self.copies.iter_mut().enumerate() {
             let Some(file) = c.file.as_deref().filter(|_| c.error.is_none()) else { continue };
@@ -230,11 +217,7 @@ impl Inner {
                 Ok(()) => took += 1,
                 Err(e) => {
                     let error = e.to_string();
-                    self.notes.push(CopyNote::Lost {
-                        copy: i,
-                        path: c.path.clone(),
-                        error: error.clone(),
-                    });
+                    self.notes.push(CopyNote::Lost { copy: i, path: c.path.clone(), error: error.clone() });
                     c.error = Some(error);
                     (lost, last) = (lost + 1, Some(e));
                 }
@@ -270,8 +253,7 @@ mod tests {
     /// Points copy `copy`'s writes at /dev/full (ENOSPC on every write),
     /// leaving its real file as it was.
     fn fail_writes(store: &MetaStore, copy: usize) {
-        let full =
-            fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full is needed");
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full is needed");
         let full = Flock::lock(full, FlockArg::LockSharedNonblock).map_err(|(_, e)| e).unwrap();
         store.inner.lock().copies[copy].file = Some(full);
     }
@@ -332,10 +314,7 @@ mod tests {
         let dir = TempDir::new("badbits");
         let opened = create(&dir.copies(1));
         let short = Bitmap::repeat(false, 3);
-        assert!(matches!(
-            opened.store.write_bitmap_pages(&short, &[0]),
-            Err(MetaError::Invalid { .. })
-        ));
+        assert!(matches!(opened.store.write_bitmap_pages(&short, &[0]), Err(MetaError::Invalid { .. })));
         let err = opened.store.write_bitmap_pages(&opened.bitmap, &[1]);
         assert!(matches!(err, Err(MetaError::Invalid { .. })));
     }
@@ -380,11 +359,7 @@ mod tests {
         drop(opened.store);
         let reopened = MetaStore::open(&paths).unwrap();
         assert_eq!(ones(&reopened.bitmap), vec![9]);
-        assert!(
-            matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]),
-            "{:?}",
-            reopened.notes
-        );
+        assert!(matches!(&reopened.notes[..], [CopyNote::Repaired { copy: 1, .. }]), "{:?}", reopened.notes);
     }
 
     #[test]

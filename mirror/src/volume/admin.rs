@@ -4,8 +4,8 @@ use super::{Inner, Volume};
 use crate::backend::detached::DetachedBackend;
 use crate::meta::RecordedState;
 use crate::state::LegState;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// Why an admin request was refused. Each says what to do instead.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,7 +74,9 @@ impl Volume {
         l.read_errors_budget_used.store(0, Relaxed);
         let rec = inner.returning_leg_state();
         inner
-            .change_state_as(leg, LegState::Rebuilding, rec, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
+            .change_state_as(leg, LegState::Rebuilding, rec, |s| {
+                matches!(s, LegState::Faulted(_) | LegState::Offline)
+            })
             .map_err(|e| refused(leg, e))
     }
 
@@ -86,7 +88,10 @@ impl Volume {
         let l = &inner.legs[leg];
         let state = l.state();
         if !matches!(state, LegState::Faulted(_) | LegState::Offline) {
-            return Err(AdminError::NotRestorable { leg, state: format!("{state}; take it out with `fail` first") });
+            return Err(AdminError::NotRestorable {
+                leg,
+                state: format!("{state}; take it out with `fail` first"),
+            });
         }
         let n = l.inflight();
         if n > 0 {
@@ -107,7 +112,9 @@ impl Volume {
         l.read_errors_budget_used.store(0, Relaxed);
         let full = RecordedState::Rebuilding { full: true };
         inner
-            .change_state_as(leg, LegState::Rebuilding, full, |s| matches!(s, LegState::Faulted(_) | LegState::Offline))
+            .change_state_as(leg, LegState::Rebuilding, full, |s| {
+                matches!(s, LegState::Faulted(_) | LegState::Offline)
+            })
             .map_err(|e| refused(leg, e))
     }
 

@@ -100,7 +100,12 @@ impl Intent {
             shards: (0..SHARDS).map(|_| Mutex::new(ActiveMap::default())).collect(),
             bits: bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect(),
             pending: (0..pages).map(|_| AtomicU64::new(DURABLE)).collect(),
-            st: Mutex::new(State { dirty_pages: BTreeSet::new(), next_batch: 1, waiters: Vec::new(), stop: false }),
+            st: Mutex::new(State {
+                dirty_pages: BTreeSet::new(),
+                next_batch: 1,
+                waiters: Vec::new(),
+                stop: false,
+            }),
             wake: Condvar::new(),
         })
     }
@@ -339,13 +344,19 @@ impl Intent {
                 for (p, _) in &pages {
                     if result.is_ok() {
                         // Unless a later change re-marked it, the page is on disk.
-                        let _ = self.pending[*p].compare_exchange(batch, DURABLE, Ordering::AcqRel, Ordering::Acquire);
+                        let _ = self.pending[*p].compare_exchange(
+                            batch,
+                            DURABLE,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
                     } else {
                         st.dirty_pages.insert(*p);
                         self.pending[*p].store(st.next_batch, Ordering::Release);
                     }
                 }
-                let (ready, keep) = std::mem::take(&mut st.waiters).into_iter().partition(|(b, _)| *b <= batch);
+                let (ready, keep) =
+                    std::mem::take(&mut st.waiters).into_iter().partition(|(b, _)| *b <= batch);
                 st.waiters = keep;
                 ready.into_iter().map(|(_, d)| d).collect()
             };

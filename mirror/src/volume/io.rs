@@ -19,7 +19,10 @@ enum Payload {
     Host(Arc<dyn HostWriteBuf>),
     Zero(u64),
     /// Unmap: discard where the leg can, else zeroes (`zero_fill`).
-    Discard { len: u64, zero_fill: bool },
+    Discard {
+        len: u64,
+        zero_fill: bool,
+    },
 }
 
 impl Payload {
@@ -67,7 +70,7 @@ impl Inner {
             return Err(IoError::OutOfRange { offset, len, size });
         }
         let bs = u64::from(self.cfg.block_size);
-        if offset % bs != 0 || len % bs != 0 {
+        if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
             return Err(IoError::Unaligned { offset, len, block_size: self.cfg.block_size });
         }
         Ok(())
@@ -187,31 +190,41 @@ impl Inner {
         self.locks.lock(offset, offset + len, move |guard| {
             let (first, last) = me.intent.regions(offset, len);
             let m2 = me.clone();
-            me.intent.begin(first, last, Box::new(move |r| {
-                if r.is_err() {
-                    m2.intent.end(first, last);
-                    return drop(guard);
-                }
-                let m3 = m2.clone();
-                m2.legs[good].submit(Job::Read { offset, len: len as usize }, Box::new(move |r| {
-                    let Ok(LegOut::Data(data)) = r else {
-                        m3.intent.end(first, last);
+            me.intent.begin(
+                first,
+                last,
+                Box::new(move |r| {
+                    if r.is_err() {
+                        m2.intent.end(first, last);
                         return drop(guard);
-                    };
-                    let m4 = m3.clone();
-                    m3.legs[bad].submit(Job::WriteOwned { offset, data }, Box::new(move |r| {
-                        match r {
-                            Ok(_) => m4.emit(Event::ReadRepaired { leg: bad, offset, len }),
-                            Err(e) => {
-                                let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                                let _ = m4.fault_leg(bad, FaultReason::WriteError { errno });
-                            }
-                        }
-                        m4.intent.end(first, last);
-                        drop(guard);
-                    }));
-                }));
-            }));
+                    }
+                    let m3 = m2.clone();
+                    m2.legs[good].submit(
+                        Job::Read { offset, len: len as usize },
+                        Box::new(move |r| {
+                            let Ok(LegOut::Data(data)) = r else {
+                                m3.intent.end(first, last);
+                                return drop(guard);
+                            };
+                            let m4 = m3.clone();
+                            m3.legs[bad].submit(
+                                Job::WriteOwned { offset, data },
+                                Box::new(move |r| {
+                                    match r {
+                                        Ok(_) => m4.emit(Event::ReadRepaired { leg: bad, offset, len }),
+                                        Err(e) => {
+                                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                                            let _ = m4.fault_leg(bad, FaultReason::WriteError { errno });
+                                        }
+                                    }
+                                    m4.intent.end(first, last);
+                                    drop(guard);
+                                }),
+                            );
+                        }),
+                    );
+                }),
+            );
         });
     }
 
@@ -235,7 +248,13 @@ impl Inner {
         self.locked_write(offset, Payload::Discard { len, zero_fill: self.cfg.unmap_zero_fill }, done)
     }
 
-    pub(super) fn write_same(self: &Arc<Self>, offset: u64, len: u64, block: Arc<dyn HostWriteBuf>, done: Done) {
+    pub(super) fn write_same(
+        self: &Arc<Self>,
+        offset: u64,
+        len: u64,
+        block: Arc<dyn HostWriteBuf>,
+        done: Done,
+    ) {
         let bs = self.cfg.block_size as usize;
         if block.len() != bs {
             return done(Err(IoError::Unaligned { offset, len: block.len() as u64, block_size: bs as u32 }));
@@ -256,12 +275,17 @@ impl Inner {
             return done(Ok(()));
         }
         let n = (end - at).min(chunk.len() as u64) as usize;
-        let piece: Arc<dyn HostWriteBuf> = if n == chunk.len() { chunk.clone() } else { Arc::new(chunk[..n].to_vec()) };
+        let piece: Arc<dyn HostWriteBuf> =
+            if n == chunk.len() { chunk.clone() } else { Arc::new(chunk[..n].to_vec()) };
         let me = self.clone();
-        self.locked_write(at, Payload::Host(piece), Box::new(move |r| match r {
-            Ok(()) => me.write_same_from(at + n as u64, end, chunk, done),
-            Err(e) => done(Err(e)),
-        }));
+        self.locked_write(
+            at,
+            Payload::Host(piece),
+            Box::new(move |r| match r {
+                Ok(()) => me.write_same_from(at + n as u64, end, chunk, done),
+                Err(e) => done(Err(e)),
+            }),
+        );
     }
 
     pub(super) fn compare_and_write(
@@ -284,15 +308,22 @@ impl Inner {
             let current = Arc::new(Mutex::new(AlignedBuf::zeroed(len as usize)));
             let sink = Box::new(SharedRead(current.clone()));
             let m2 = me.clone();
-            me.read_from_legs(offset, sink, Box::new(move |r| {
-                if let Err(e) = r {
-                    return done(Err(e));
-                }
-                if let Some(at) = first_difference(&*compare, current.lock().as_slice()) {
-                    return done(Err(IoError::Miscompare { offset: at as u64 }));
-                }
-                m2.write_under(guard, offset, Payload::Host(data), done);
-            }), 0, 0, None);
+            me.read_from_legs(
+                offset,
+                sink,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        return done(Err(e));
+                    }
+                    if let Some(at) = first_difference(&*compare, current.lock().as_slice()) {
+                        return done(Err(IoError::Miscompare { offset: at as u64 }));
+                    }
+                    m2.write_under(guard, offset, Payload::Host(data), done);
+                }),
+                0,
+                0,
+                None,
+            );
         });
     }
 
@@ -313,18 +344,29 @@ impl Inner {
     fn write_under(self: &Arc<Self>, guard: RangeGuard, offset: u64, payload: Payload, done: Done) {
         let (first, last) = self.intent.regions(offset, payload.len());
         let me = self.clone();
-        self.intent.begin(first, last, Box::new(move |r| match r {
-            Err(e) => {
-                me.intent.end(first, last);
-                drop(guard);
-                done(Err(IoError::Metadata(e)))
-            }
-            Ok(()) => me.fan_out(guard, (first, last), offset, payload, done),
-        }));
+        self.intent.begin(
+            first,
+            last,
+            Box::new(move |r| match r {
+                Err(e) => {
+                    me.intent.end(first, last);
+                    drop(guard);
+                    done(Err(IoError::Metadata(e)))
+                }
+                Ok(()) => me.fan_out(guard, (first, last), offset, payload, done),
+            }),
+        );
     }
 
     /// Sends the write to every leg that takes writes, in parallel.
-    fn fan_out(self: &Arc<Self>, guard: RangeGuard, regions: (u64, u64), offset: u64, payload: Payload, done: Done) {
+    fn fan_out(
+        self: &Arc<Self>,
+        guard: RangeGuard,
+        regions: (u64, u64),
+        offset: u64,
+        payload: Payload,
+        done: Done,
+    ) {
         let targets: Vec<(usize, bool)> =
             self.legs.iter().filter(|l| l.takes_writes()).map(|l| (l.index, l.is_in_sync())).collect();
         if !targets.iter().any(|&(_, in_sync)| in_sync) {
@@ -332,28 +374,32 @@ impl Inner {
             drop(guard);
             return done(Err(IoError::NoLegInSync));
         }
-        let fan = Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
+        let fan =
+            Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
         let finish = Arc::new(Mutex::new(Some((guard, done))));
         for (leg, was_in_sync) in targets {
             let (me, fan, finish) = (self.clone(), fan.clone(), finish.clone());
             let len = payload.len();
-            self.legs[leg].submit(payload.job(&self.legs[leg], offset), Box::new(move |r| {
-                let result = r.map(|_| ()).or_else(|e| match e.kind() {
-                    // A leg that cannot discard keeps its data: the unmap
-                    // policy made that safe before the fan-out.
-                    io::ErrorKind::Unsupported => Ok(()),
-                    _ => Err(e),
-                });
-                fan.results.lock().push(LegResult { leg, was_in_sync, result });
-                if fan.remaining.fetch_sub(1, AcqRel) == 1 {
-                    let (guard, done) = finish.lock().take().expect("finished once");
-                    let results = std::mem::take(&mut *fan.results.lock());
-                    let r = me.settle_write(&results, offset, len);
-                    me.intent.end(regions.0, regions.1);
-                    drop(guard);
-                    done(r);
-                }
-            }));
+            self.legs[leg].submit(
+                payload.job(&self.legs[leg], offset),
+                Box::new(move |r| {
+                    let result = r.map(|_| ()).or_else(|e| match e.kind() {
+                        // A leg that cannot discard keeps its data: the unmap
+                        // policy made that safe before the fan-out.
+                        io::ErrorKind::Unsupported => Ok(()),
+                        _ => Err(e),
+                    });
+                    fan.results.lock().push(LegResult { leg, was_in_sync, result });
+                    if fan.remaining.fetch_sub(1, AcqRel) == 1 {
+                        let (guard, done) = finish.lock().take().expect("finished once");
+                        let results = std::mem::take(&mut *fan.results.lock());
+                        let r = me.settle_write(&results, offset, len);
+                        me.intent.end(regions.0, regions.1);
+                        drop(guard);
+                        done(r);
+                    }
+                }),
+            );
         }
     }
 
@@ -403,21 +449,25 @@ impl Inner {
         if targets.is_empty() {
             return done(Ok(()));
         }
-        let fan = Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
+        let fan =
+            Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
         let done = Arc::new(Mutex::new(Some(done)));
         for (leg, was_in_sync) in targets {
             let (me, fan, done) = (self.clone(), fan.clone(), done.clone());
-            self.legs[leg].submit(Job::Flush, Box::new(move |r| {
-                if r.is_err() {
-                    me.legs[leg].needs_flush.store(true, Relaxed);
-                }
-                fan.results.lock().push(LegResult { leg, was_in_sync, result: r.map(|_| ()) });
-                if fan.remaining.fetch_sub(1, AcqRel) == 1 {
-                    let results = std::mem::take(&mut *fan.results.lock());
-                    let d = done.lock().take().expect("finished once");
-                    d(me.settle_flush(&results));
-                }
-            }));
+            self.legs[leg].submit(
+                Job::Flush,
+                Box::new(move |r| {
+                    if r.is_err() {
+                        me.legs[leg].needs_flush.store(true, Relaxed);
+                    }
+                    fan.results.lock().push(LegResult { leg, was_in_sync, result: r.map(|_| ()) });
+                    if fan.remaining.fetch_sub(1, AcqRel) == 1 {
+                        let results = std::mem::take(&mut *fan.results.lock());
+                        let d = done.lock().take().expect("finished once");
+                        d(me.settle_flush(&results));
+                    }
+                }),
+            );
         }
     }
 

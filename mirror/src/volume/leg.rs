@@ -92,7 +92,12 @@ pub(crate) struct Leg {
 }
 
 impl Leg {
-    pub fn new(index: usize, backend: Arc<dyn Backend>, state: LegState, threads: usize) -> io::Result<Arc<Leg>> {
+    pub fn new(
+        index: usize,
+        backend: Arc<dyn Backend>,
+        state: LegState,
+        threads: usize,
+    ) -> io::Result<Arc<Leg>> {
         let queue = Arc::new(JobQueue::default());
         let leg = Arc::new(Leg {
             index,
@@ -138,12 +143,7 @@ impl Leg {
 
     /// The age of the oldest unresolved I/O.
     pub fn oldest_unresolved(&self) -> Option<Instant> {
-        self.inflight
-            .lock()
-            .values()
-            .filter(|t| !t.resolved.load(Relaxed))
-            .map(|t| t.started)
-            .min()
+        self.inflight.lock().values().filter(|t| !t.resolved.load(Relaxed)).map(|t| t.started).min()
     }
 
     /// Resolves every unresolved I/O with `TimedOut` (after the leg was faulted).

@@ -224,7 +224,9 @@ impl Inner {
     pub(super) fn leg_io_wait(&self, leg: usize, job: Job) -> io::Result<LegOut> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
-        let limit = self.cfg.io_timeout() + Duration::from_millis(self.cfg.last_leg_grace_ms) + Duration::from_secs(1);
+        let limit = self.cfg.io_timeout()
+            + Duration::from_millis(self.cfg.last_leg_grace_ms)
+            + Duration::from_secs(1);
         match rx.recv_timeout(limit) {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "leg I/O timed out")),

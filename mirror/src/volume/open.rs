@@ -7,9 +7,9 @@ use super::intent::Intent;
 use super::leg::Leg;
 use super::rangelock::RangeLock;
 use super::{resync, EventSink, Inner, Recovery};
+use crate::backend::detached::DetachedBackend;
 use crate::backend::fault::{FaultInjector, FaultyBackend};
 use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
-use crate::backend::detached::DetachedBackend;
 use crate::backend::{Backend, LegIdentity};
 use crate::config::{InitialSync, VolumeConfig};
 use crate::error::OpenError;
@@ -47,7 +47,10 @@ pub(super) fn open(
     let unclean = !header.clean;
     apply_states(&mut header, &states, &req);
     if let Some(s) = req.source {
-        log::warn!("{}: source={s}: leg {s} is the only trusted leg; the others get a full rebuild", cfg.name);
+        log::warn!(
+            "{}: source={s}: leg {s} is the only trusted leg; the others get a full rebuild",
+            cfg.name
+        );
         header.source_request = source_request(s, &cfg.source_token);
     }
     header.clean = false;
@@ -102,7 +105,11 @@ pub(super) fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> 
 /// which then starts without it).
 type Slot = Result<Arc<dyn Backend>, String>;
 
-fn open_legs(cfg: &VolumeConfig, faults: Option<Arc<FaultInjector>>, existing: bool) -> Result<Vec<Slot>, OpenError> {
+fn open_legs(
+    cfg: &VolumeConfig,
+    faults: Option<Arc<FaultInjector>>,
+    existing: bool,
+) -> Result<Vec<Slot>, OpenError> {
     let mut out: Vec<Slot> = Vec::new();
     for i in 0..cfg.legs.len() {
         let opened: Vec<Arc<dyn Backend>> = out.iter().filter_map(|s| s.clone().ok()).collect();
@@ -236,11 +243,17 @@ fn check_header(cfg: &VolumeConfig, h: &Header) -> Result<(), OpenError> {
 }
 
 /// Which legs can be trusted, from the metadata and the legs' identities.
-fn trusted_states(cfg: &VolumeConfig, h: &Header, legs: &[Arc<dyn Backend>]) -> Result<Vec<LegState>, OpenError> {
-    let same: Vec<bool> = legs.iter().zip(&h.legs).map(|(b, r)| b.identity().as_str() == r.identity).collect();
+fn trusted_states(
+    cfg: &VolumeConfig,
+    h: &Header,
+    legs: &[Arc<dyn Backend>],
+) -> Result<Vec<LegState>, OpenError> {
+    let same: Vec<bool> =
+        legs.iter().zip(&h.legs).map(|(b, r)| b.identity().as_str() == r.identity).collect();
     if !same.iter().any(|&s| s) {
         return Err(OpenError::Mismatch {
-            what: "none of the configured legs is a leg this metadata records: it belongs to another volume".into(),
+            what: "none of the configured legs is a leg this metadata records: it belongs to another volume"
+                .into(),
         });
     }
     if let Some(s) = cfg.source {
@@ -254,7 +267,9 @@ fn trusted_states(cfg: &VolumeConfig, h: &Header, legs: &[Arc<dyn Backend>]) -> 
                 ),
             });
         }
-        return Ok((0..legs.len()).map(|i| if i == s { LegState::InSync } else { LegState::Rebuilding }).collect());
+        return Ok((0..legs.len())
+            .map(|i| if i == s { LegState::InSync } else { LegState::Rebuilding })
+            .collect());
     }
     if let Some(i) = same.iter().position(|&s| !s) {
         return Err(OpenError::Mismatch {
@@ -276,7 +291,9 @@ fn trusted_states(cfg: &VolumeConfig, h: &Header, legs: &[Arc<dyn Backend>]) -> 
                 detail: b.detached().unwrap_or_default().to_owned(),
             }),
             RecordedState::InSync if r.in_sync_generation == h.generation => LegState::InSync,
-            RecordedState::InSync => LegState::Faulted(FaultReason::Recorded { detail: "stale generation".into() }),
+            RecordedState::InSync => {
+                LegState::Faulted(FaultReason::Recorded { detail: "stale generation".into() })
+            }
             RecordedState::Faulted => LegState::Faulted(FaultReason::Recorded { detail: r.reason.clone() }),
             RecordedState::Rebuilding { .. } => LegState::Rebuilding,
             RecordedState::Offline => LegState::Offline,
@@ -321,8 +338,12 @@ fn crash_recovery(cfg: &VolumeConfig, unclean: bool, intent: &Intent, legs: &[Ar
 
 fn note_event(note: CopyNote) -> Event {
     match note {
-        CopyNote::Repaired { copy, path, .. } => Event::MetadataCopyRepaired { copy, path: path.display().to_string() },
-        CopyNote::Lost { copy, path, error } => Event::MetadataCopyLost { copy, path: path.display().to_string(), error },
+        CopyNote::Repaired { copy, path, .. } => {
+            Event::MetadataCopyRepaired { copy, path: path.display().to_string() }
+        }
+        CopyNote::Lost { copy, path, error } => {
+            Event::MetadataCopyLost { copy, path: path.display().to_string(), error }
+        }
         CopyNote::PagesLost { pages } => Event::MetadataCopyLost {
             copy: usize::MAX,
             path: String::new(),

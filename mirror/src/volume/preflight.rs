@@ -24,12 +24,17 @@ pub fn preflight(cfg: &VolumeConfig) -> Result<(), OpenError> {
     let same: Vec<bool> = ids.iter().zip(&h.legs).map(|(id, r)| id.as_str() == r.identity).collect();
     if h.legs.len() != ids.len() {
         return Err(OpenError::Mismatch {
-            what: format!("the metadata records {} legs, the configuration lists {}", h.legs.len(), ids.len()),
+            what: format!(
+                "the metadata records {} legs, the configuration lists {}",
+                h.legs.len(),
+                ids.len()
+            ),
         });
     }
     if !same.iter().any(|&s| s) {
         return Err(OpenError::Mismatch {
-            what: "none of the configured legs is a leg this metadata records: it belongs to another volume".into(),
+            what: "none of the configured legs is a leg this metadata records: it belongs to another volume"
+                .into(),
         });
     }
     if super::open::pending_source(cfg, &h).is_none() {

@@ -63,7 +63,8 @@ impl Inner {
     pub(super) fn wait_resync_idle(&self, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            let busy = self.recovery.lock().is_some() || self.legs.iter().any(|l| l.state() == LegState::Rebuilding);
+            let busy =
+                self.recovery.lock().is_some() || self.legs.iter().any(|l| l.state() == LegState::Rebuilding);
             if !busy {
                 return true;
             }
@@ -86,7 +87,8 @@ impl Inner {
     /// Makes the bitmap's regions equal on every leg, from the source.
     fn run_recovery(self: &Arc<Self>) {
         let Some(Recovery { source, .. }) = *self.recovery.lock() else { return };
-        let targets: Vec<usize> = (0..self.legs.len()).filter(|&i| i != source && self.legs[i].takes_writes()).collect();
+        let targets: Vec<usize> =
+            (0..self.legs.len()).filter(|&i| i != source && self.legs[i].takes_writes()).collect();
         let total = self.intent.count_set() * self.intent.region_bytes();
         self.begin_progress(source, ResyncKind::CrashRecovery, total);
         let t0 = Instant::now();
@@ -106,7 +108,9 @@ impl Inner {
                 Step::Stopped => return,
             }
             cursor = r + n;
-            self.recovery.lock().as_mut().map(|rec| rec.cursor = cursor);
+            if let Some(rec) = self.recovery.lock().as_mut() {
+                rec.cursor = cursor;
+            }
         }
         let _ = self.flush_all_legs();
         *self.recovery.lock() = None;
@@ -148,7 +152,11 @@ impl Inner {
                 Step::Stopped => return self.checkpoint(leg, cursor, full),
                 Step::SourceFailed => continue,
                 Step::TargetFailed => {
-                    self.emit(Event::ResyncFailed { leg, kind, error: format!("{}", self.legs[leg].state()) });
+                    self.emit(Event::ResyncFailed {
+                        leg,
+                        kind,
+                        error: format!("{}", self.legs[leg].state()),
+                    });
                     return;
                 }
             }
@@ -165,7 +173,12 @@ impl Inner {
         }
         if self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding).is_ok() {
             self.forget_faults_if_stable(leg);
-            self.emit(Event::ResyncFinished { leg, kind, copied_bytes: copied, seconds: t0.elapsed().as_secs_f64() });
+            self.emit(Event::ResyncFinished {
+                leg,
+                kind,
+                copied_bytes: copied,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
         }
     }
 
@@ -257,7 +270,8 @@ impl Inner {
         let p = self.resync.lock().clone();
         let busy = self.host_idle_for_ms() < HOST_BUSY_MS;
         let max = p.max_mib_s.unwrap_or(self.cfg.resync_max_mib_s);
-        let rate = if busy { self.cfg.resync_min_mib_s.min(if max == 0 { u64::MAX } else { max }) } else { max };
+        let rate =
+            if busy { self.cfg.resync_min_mib_s.min(if max == 0 { u64::MAX } else { max }) } else { max };
         if rate == 0 {
             return;
         }

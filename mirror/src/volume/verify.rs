@@ -56,7 +56,12 @@ impl Volume {
             if v.running {
                 return Err(VerifyError::Running);
             }
-            *v = VerifyStatus { running: true, total_bytes: inner.cfg.size, repair_from, ..Default::default() };
+            *v = VerifyStatus {
+                running: true,
+                total_bytes: inner.cfg.size,
+                repair_from,
+                ..Default::default()
+            };
         }
         std::thread::Builder::new()
             .name("hm-verify".into())

@@ -1,6 +1,7 @@
 //! A mirrored volume: the public handle and the state its threads share.
 //!
-//! Host I/O enters through [`Volume`]'s asynchronous methods (`io.rs`), which
+//! Host I/O enters through [`Volume`]'s asynchronous methods (`read.rs`,
+//! `write.rs`), which
 //! never block the caller; leg I/O runs on each leg's threads (`leg.rs`).
 //! Three more threads per volume: the metadata writer (`intent.rs`), the
 //! monitor that enforces deadlines, brings legs back and clears idle bitmap
@@ -8,16 +9,17 @@
 
 mod admin;
 mod intent;
-mod io;
 mod leg;
 mod monitor;
 mod open;
 mod preflight;
 mod rangelock;
+mod read;
 mod resync;
 mod status;
 mod transitions;
 mod verify;
+mod write;
 
 pub use admin::AdminError;
 pub use preflight::preflight;

@@ -20,10 +20,17 @@ DISK=$(lun_dev vol4 loopback)
 must "vol4 is $DISK" test -b "$DISK"
 must "initial copy done" wait_for 180 "both legs in sync" all_in_sync vol4
 
-run_fio() { # NAME SECONDS
+# run_fio NAME SECONDS : verified fio, with a heartbeat at 200 MiB whose longest
+# gap (the longest host-visible stall) becomes the figure NAME_longest_stall_s.
+run_fio() {
+  local hb rc
+  hb=$(heartbeat_start "$DISK" 200 "$2" "/tmp/$1.hb")
   fio --name="$1" --filename="$DISK" --size=32M --bs=4k --rw=randrw --ioengine=libaio \
       --iodepth=8 --direct=1 --time_based --runtime="$2" --verify=crc32c --verify_fatal=1 \
-      --output-format=json > "/tmp/$1.json" 2> "/tmp/$1.err"
+      --output-format=json > "/tmp/$1.json" 2> "/tmp/$1.err" && rc=0 || rc=$?
+  wait "$hb" || true
+  figure "${1}_longest_stall_s" "$(cat "/tmp/$1.hb")" s
+  return "$rc"
 }
 
 # --- slow, within the deadline: stays in ----------------------------------------

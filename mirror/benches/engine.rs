@@ -48,6 +48,13 @@ struct Offsets {
 }
 
 impl Offsets {
+    /// Worker `t` of `qd`: its own random stream, or its own stretch of the
+    /// file for sequential I/O.
+    fn for_worker(t: usize, qd: usize, bs: usize, random: bool) -> Offsets {
+        let (t, qd, bs) = (t as u64, qd as u64, bs as u64);
+        Offsets { x: 0x9e37 + t * 7919, next_seq: (t * (SIZE / qd)) / bs * bs, bs, random }
+    }
+
     fn next(&mut self) -> u64 {
         if self.random {
             self.x ^= self.x << 13;
@@ -70,12 +77,7 @@ fn run_qd(qd: usize, op: impl Fn(&mut Offsets) + Sync, bs: usize, random: bool) 
         for t in 0..qd {
             let (op, total) = (&op, &total);
             s.spawn(move || {
-                let mut o = Offsets {
-                    x: 0x9e37 + t as u64 * 7919,
-                    next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64,
-                    bs: bs as u64,
-                    random,
-                };
+                let mut o = Offsets::for_worker(t, qd, bs, random);
                 let mut n = 0;
                 while Instant::now() < until {
                     op(&mut o);
@@ -106,12 +108,7 @@ fn run_qd_pair(qd: usize, files: &[File], data: &[u8], bs: usize, random: bool) 
                 }
             });
             s.spawn(move || {
-                let mut o = Offsets {
-                    x: 0x9e37 + t as u64 * 7919,
-                    next_seq: (t as u64 * (SIZE / qd as u64)) / bs as u64 * bs as u64,
-                    bs: bs as u64,
-                    random,
-                };
+                let mut o = Offsets::for_worker(t, qd, bs, random);
                 let mut n = 0;
                 while Instant::now() < until {
                     let off = o.next();

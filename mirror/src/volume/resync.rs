@@ -172,7 +172,8 @@ impl Inner {
             return;
         }
         if self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding).is_ok() {
-            self.forget_faults_if_stable(leg);
+            // The fault history is kept for the flap window on purpose: a leg
+            // that comes back and soon fails again is recognised as flapping.
             self.emit(Event::ResyncFinished {
                 leg,
                 kind,
@@ -188,11 +189,6 @@ impl Inner {
         if self.leg_io_wait(leg, Job::Flush).is_ok() {
             let _ = self.record_cursor(leg, cursor, full);
         }
-    }
-
-    fn forget_faults_if_stable(&self, _leg: usize) {
-        // Fault history is kept for the flap window on purpose: a leg that
-        // comes back and fails again soon must be recognised as flapping.
     }
 
     fn span_regions(&self) -> u64 {

@@ -267,9 +267,7 @@ impl Inner {
                 } else {
                     FaultReason::RebuildError { errno }
                 };
-                if let Err(super::transitions::Refused::Metadata(m)) = self.fault_leg(r.leg, reason) {
-                    return Err(IoError::Metadata(m));
-                }
+                self.fault_before_ack(r.leg, reason)?;
             }
             last_err = Some(io::Error::new(e.kind(), e.to_string()));
         }
@@ -320,6 +318,16 @@ impl Inner {
         }
     }
 
+    /// Faults a leg that failed a host I/O. If the fault cannot be recorded
+    /// in the metadata, the I/O must not be acknowledged (invariant 1); the
+    /// last in-sync leg, which is never faulted, is no reason to fail it.
+    fn fault_before_ack(&self, leg: usize, reason: FaultReason) -> Result<(), IoError> {
+        match self.fault_leg(leg, reason) {
+            Err(super::transitions::Refused::Metadata(m)) => Err(IoError::Metadata(m)),
+            Ok(()) | Err(super::transitions::Refused::LastInSync) => Ok(()),
+        }
+    }
+
     fn settle_flush(&self, results: &[LegResult]) -> Result<(), IoError> {
         let failed_in_sync = results.iter().filter(|r| r.was_in_sync && r.result.is_err()).count();
         let some_in_sync_ok = self.in_sync_count() > failed_in_sync;
@@ -328,11 +336,7 @@ impl Inner {
             if let Err(e) = &r.result {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 if some_in_sync_ok || !r.was_in_sync {
-                    if let Err(super::transitions::Refused::Metadata(m)) =
-                        self.fault_leg(r.leg, FaultReason::FlushError { errno })
-                    {
-                        return Err(IoError::Metadata(m));
-                    }
+                    self.fault_before_ack(r.leg, FaultReason::FlushError { errno })?;
                 }
                 last = Some(io::Error::new(e.kind(), e.to_string()));
             }

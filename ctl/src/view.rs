@@ -54,7 +54,7 @@ pub struct LegView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResyncView {
     pub leg: usize,
-    /// `difference`, `full` or `crash_recovery`.
+    /// `difference`, `full`, `crash_recovery` or `new_capacity`.
     pub kind: String,
     pub done_bytes: u64,
     pub total_bytes: u64,

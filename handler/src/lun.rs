@@ -175,7 +175,8 @@ fn event_level(e: &Event) -> Level {
         Event::ResyncStarted { .. }
         | Event::ResyncFinished { .. }
         | Event::MetadataCopyRepaired { .. }
-        | Event::VerifyFinished { .. } => Level::Info,
+        | Event::VerifyFinished { .. }
+        | Event::Resized { .. } => Level::Info,
     }
 }
 
@@ -230,12 +231,10 @@ impl Lun {
     fn reconfig(&self, dev: &Device<'_>, change: Reconfig<'_>) -> Result<(), String> {
         let cfg = self.volume.config();
         match change {
-            Reconfig::Size(bytes) if bytes == self.volume.size() => Ok(()),
-            Reconfig::Size(bytes) => Err(format!(
-                "resizing from {} to {bytes} bytes is not supported while the volume is open; \
-                 grow the legs, then remove and re-create the backstore with the new size",
-                self.volume.size()
-            )),
+            Reconfig::Size(bytes) => {
+                let from = self.volume.size();
+                self.volume.grow(bytes).map_err(|e| format!("resize from {from} to {bytes} bytes: {e}"))
+            }
             Reconfig::WriteCache(on) if on || !cfg.write_cache => {
                 // Reporting a cache while writes stay stable before they are
                 // acknowledged is safe; the reverse is not.
@@ -251,7 +250,8 @@ impl Lun {
 
     fn same_config(&self, cfgstring: &str, dev: &Device<'_>) -> Result<(), String> {
         let new = HandlerConfig::parse(cfgstring).map_err(|e| chain(&e))?;
-        let new = new.for_device(self.volume.size(), dev.block_size()).map_err(|e| chain(&e))?;
+        // The size is the LUN's, not the cfgstring's: it may have grown.
+        let new = new.for_device(self.volume.config().size, dev.block_size()).map_err(|e| chain(&e))?;
         if &new == self.volume.config() {
             return Ok(());
         }

@@ -16,6 +16,7 @@ pub enum Event {
     MetadataCopyRepaired { copy: usize, path: String },
     VerifyFinished { mismatched_regions: u64, repaired: bool },
     LastLegSlow { leg: usize, waited_ms: u64 },
+    Resized { from: u64, to: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +28,8 @@ pub enum ResyncKind {
     Full,
     /// After an unclean stop: make the bitmap's regions equal on all legs.
     CrashRecovery,
+    /// After a grow: make the new capacity equal on all legs.
+    NewCapacity,
 }
 
 /// An event with the time it happened.
@@ -82,6 +85,7 @@ impl std::fmt::Display for Event {
                 f,
                 "leg {leg} is the last in-sync leg and has not answered for {waited_ms} ms; still waiting"
             ),
+            Event::Resized { from, to } => write!(f, "volume grown from {from} to {to} bytes"),
         }
     }
 }

@@ -214,6 +214,9 @@ impl Backend for FaultyBackend {
     fn size(&self) -> u64 {
         self.inner.size()
     }
+    fn refresh_size(&self) -> io::Result<u64> {
+        self.inner.refresh_size()
+    }
     fn alignment(&self) -> usize {
         self.inner.alignment()
     }

@@ -14,6 +14,7 @@ use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// How to open a leg.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +48,7 @@ pub struct FileBackend {
     name: String,
     guard: Guard,
     identity: LegIdentity,
-    size: u64,
+    size: AtomicU64,
     alignment: usize,
     caps: Caps,
     is_block: bool,
@@ -84,7 +85,7 @@ impl FileBackend {
             name: path.display().to_string(),
             identity: LegIdentity::of(&meta),
             guard,
-            size,
+            size: AtomicU64::new(size),
             alignment,
             caps,
             is_block,
@@ -194,7 +195,12 @@ impl Backend for FileBackend {
         &self.identity
     }
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Relaxed)
+    }
+    fn refresh_size(&self) -> io::Result<u64> {
+        let size = file_size(self.file(), self.is_block)?;
+        self.size.store(size, Relaxed);
+        Ok(size)
     }
     fn alignment(&self) -> usize {
         self.alignment

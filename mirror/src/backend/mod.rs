@@ -27,8 +27,14 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// What the leg is, stably (device and inode, or a disk's WWN/serial).
     fn identity(&self) -> &LegIdentity;
-    /// Usable size in bytes.
+    /// Usable size in bytes, as measured when the leg was opened or last
+    /// [`refresh_size`](Self::refresh_size)d.
     fn size(&self) -> u64;
+    /// Measures the size again (an array LUN or a file grown since the leg
+    /// was opened) and returns it.
+    fn refresh_size(&self) -> io::Result<u64> {
+        Ok(self.size())
+    }
     /// Alignment `O_DIRECT` needs for buffers, offsets and lengths (1 if none).
     fn alignment(&self) -> usize;
     fn caps(&self) -> Caps;

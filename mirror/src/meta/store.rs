@@ -81,6 +81,56 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Changes the volume's size to `h.size` (nothing else in `h` may differ
+    /// from the current header but the generation, states and the like).
+    ///
+    /// Growing: `pages` holds the bits of every page from the one holding the
+    /// old last region to the new last page. They are written and made
+    /// durable on every live copy (files are extended as needed) before the
+    /// header that records the new size, so a crash in between leaves the old
+    /// size in force, and the new pages unused. Shrinking: only the header is
+    /// written (`pages` must be empty); the bits past the new end that the
+    /// last page keeps are ignored by every reader.
+    pub fn resize(&self, h: &Header, pages: &[(usize, &BitSlice<u64, Lsb0>)]) -> Result<(), MetaError> {
+        let mut g = self.inner.lock();
+        let old = g.header.clone();
+        if h.volume_id != old.volume_id || h.region_size != old.region_size || h.block_size != old.block_size
+        {
+            let what = "a resize cannot change the volume id, block size or region size".to_owned();
+            return Err(MetaError::Invalid { what });
+        }
+        validate(h)?;
+        let geom = Geometry::of(h)?;
+        let want: Vec<usize> = if geom.regions > g.geom.regions {
+            (g.geom.regions / REGIONS_PER_PAGE..geom.pages).collect()
+        } else {
+            Vec::new()
+        };
+        let given: Vec<usize> = pages.iter().map(|&(p, _)| p).collect();
+        let fits = pages.iter().all(|&(p, bits)| bits.len() == geom.page_bits(p).len());
+        if given != want || !fits {
+            let what =
+                format!("a resize to {} regions must write pages {want:?}, got {given:?}", geom.regions);
+            return Err(MetaError::Invalid { what });
+        }
+        if !pages.is_empty() {
+            g.pseq += 1;
+            let (id, seq, len) = (old.volume_id, g.pseq, geom.file_len());
+            let images: Vec<(u64, Vec<u8>)> =
+                pages.iter().map(|&(p, bits)| (page_offset(p), encode_page(&id, p, seq, bits))).collect();
+            g.each_live(|f| {
+                if f.metadata()?.len() < len {
+                    f.set_len(len)?;
+                }
+                images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
+                f.sync_data()
+            })?;
+        }
+        g.put_header(h)?;
+        g.geom = geom;
+        Ok(())
+    }
+
     /// Writes bitmap pages `pages` of `bits` (the whole bitmap) to every live
     /// copy, then makes them durable.
     pub fn write_bitmap_pages(&self, bits: &BitSlice<u64, Lsb0>, pages: &[usize]) -> Result<(), MetaError> {
@@ -307,6 +357,83 @@ mod tests {
         let mut h = opened.header.clone();
         h.size *= 2;
         assert!(matches!(opened.store.write_header(&h), Err(MetaError::Invalid { .. })));
+    }
+
+    /// `bits` grown to `regions` with the new regions set, and the pages a
+    /// resize from `old` regions must write.
+    fn grown(bits: &Bitmap, regions: usize) -> (Bitmap, Vec<usize>) {
+        let mut b = bits.clone();
+        b.resize(regions, true);
+        let first = bits.len() / REGIONS_PER_PAGE;
+        (b, (first..regions.div_ceil(REGIONS_PER_PAGE)).collect())
+    }
+
+    #[test]
+    fn a_grown_volume_reopens_at_the_new_size_with_its_new_regions_dirty() {
+        let dir = TempDir::new("grow");
+        let paths = dir.copies(2);
+        let opened = create(&paths);
+        let old = opened.bitmap.len();
+        let mut bits = opened.bitmap.clone();
+        bits.set(7, true);
+        opened.store.write_bitmap_pages(&bits, &[0]).unwrap();
+        let mut h = opened.header.clone();
+        h.size = (REGIONS_PER_PAGE as u64 + 10) * h.region_size;
+        let (big, pages) = grown(&bits, REGIONS_PER_PAGE + 10);
+        let geom = Geometry::of(&h).unwrap();
+        let slices: Vec<_> = pages.iter().map(|&p| (p, &big[geom.page_bits(p)])).collect();
+        opened.store.resize(&h, &slices).unwrap();
+        // Pages of the new geometry are accepted from now on.
+        opened.store.write_bitmap_pages(&big, &[1]).unwrap();
+        drop(opened.store);
+        let reopened = MetaStore::open(&paths).unwrap();
+        assert_eq!(reopened.header.size, h.size);
+        let want: Vec<usize> = std::iter::once(7).chain(old..REGIONS_PER_PAGE + 10).collect();
+        assert_eq!(ones(&reopened.bitmap), want);
+        assert!(reopened.notes.is_empty(), "{:?}", reopened.notes);
+    }
+
+    #[test]
+    fn a_resize_must_write_exactly_the_pages_the_new_size_adds() {
+        let dir = TempDir::new("grow-pages");
+        let opened = create(&dir.copies(1));
+        let mut h = opened.header.clone();
+        h.size = 2 * REGIONS_PER_PAGE as u64 * h.region_size;
+        let err = opened.store.resize(&h, &[]).unwrap_err();
+        assert!(err.to_string().contains("must write pages [0, 1]"), "{err}");
+        let mut other = h.clone();
+        other.region_size *= 2;
+        assert!(matches!(opened.store.resize(&other, &[]), Err(MetaError::Invalid { .. })));
+        assert_eq!(opened.store.header().size, opened.header.size, "nothing changed");
+    }
+
+    #[test]
+    fn a_shrunk_volume_keeps_the_bits_of_the_regions_it_still_has() {
+        let dir = TempDir::new("shrink");
+        let paths = dir.copies(2);
+        let opened = create(&paths);
+        let mut bits = opened.bitmap.clone();
+        let last = bits.len() - 1;
+        bits.set(2, true);
+        bits.set(last, true);
+        opened.store.write_bitmap_pages(&bits, &[0]).unwrap();
+        let mut h = opened.header.clone();
+        h.size /= 2;
+        opened.store.resize(&h, &[]).unwrap();
+        drop(opened.store);
+        let reopened = MetaStore::open(&paths).unwrap();
+        assert_eq!((reopened.header.size, ones(&reopened.bitmap)), (h.size, vec![2]));
+        // Grown back, the region that was cut off comes back dirty (with all
+        // the others past the cut), not with a stale clean bit.
+        let mut h2 = reopened.header.clone();
+        h2.size *= 2;
+        let (big, pages) = grown(&reopened.bitmap, last + 1);
+        let geom = Geometry::of(&h2).unwrap();
+        let slices: Vec<_> = pages.iter().map(|&p| (p, &big[geom.page_bits(p)])).collect();
+        reopened.store.resize(&h2, &slices).unwrap();
+        drop(reopened.store);
+        let again = MetaStore::open(&paths).unwrap();
+        assert_eq!(again.bitmap.count_ones(), 1 + (last + 1 - last.div_ceil(2)));
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! (`pending`) — 512 KiB per TiB at the default 256 KiB regions. The
 //! metadata thread copies only the pages it writes.
 //!
+//! The volume can grow while it runs ([`Intent::grow`]): the bits live in a
+//! [`Map`] behind a read-write lock that only a grow takes for writing, with
+//! `st` held and no batch being written.
+//!
 //! The hot path takes no global lock. A write records itself in one of
 //! [`SHARDS`] activity maps, then reads its regions' bits and their pages'
 //! `pending` marks: a set bit on a page with nothing pending is on disk.
@@ -23,8 +27,9 @@
 
 use crate::meta::{MetaError, MetaStore};
 use bitvec::order::Lsb0;
+use bitvec::slice::BitSlice;
 use bitvec::vec::BitVec;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +75,39 @@ struct State {
     /// The batch number the next metadata write will carry (never 0).
     next_batch: u64,
     waiters: Vec<(u64, IntentDone)>,
+    /// The metadata thread is writing a batch it snapshotted.
+    writing: bool,
     stop: bool,
+}
+
+/// The bitmap and its pages' durability marks, sized for the volume.
+struct Map {
+    regions: u64,
+    /// One bit per region. Changed only under `st`.
+    bits: Vec<AtomicU64>,
+    /// Per bitmap page: `DURABLE`, or the batch that will write its changes.
+    pending: Vec<AtomicU64>,
+}
+
+impl Map {
+    fn is_set(&self, r: u64) -> bool {
+        self.bits[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+    }
+
+    fn is_durable(&self, r: u64) -> bool {
+        self.is_set(r) && self.pending[Intent::page(r)].load(Ordering::Acquire) == DURABLE
+    }
+
+    /// A copy of one page's bits, as the store writes it.
+    fn snapshot(&self, page: usize) -> Bits {
+        let rpp = MetaStore::regions_per_page() as u64;
+        let (a, b) = (page as u64 * rpp, ((page as u64 + 1) * rpp).min(self.regions));
+        let words: Vec<u64> =
+            (a / 64..b.div_ceil(64)).map(|w| self.bits[w as usize].load(Ordering::Acquire)).collect();
+        let mut bits = Bits::from_vec(words);
+        bits.truncate((b - a) as usize);
+        bits
+    }
 }
 
 pub(crate) struct Intent {
@@ -78,14 +115,14 @@ pub(crate) struct Intent {
     /// Off (`bitmap = false`): writes wait for nothing and set no bits.
     enabled: bool,
     region_shift: u32,
-    regions: u64,
     shards: Vec<Mutex<ActiveMap>>,
-    /// The bitmap: one bit per region. Changed only under `st`.
-    bits: Vec<AtomicU64>,
-    /// Per bitmap page: `DURABLE`, or the batch that will write its changes.
-    pending: Vec<AtomicU64>,
+    /// Lock order: `st`, a shard, then `map`; `map` is written only by
+    /// [`Intent::grow`] with `st` held.
+    map: RwLock<Map>,
     st: Mutex<State>,
     wake: Condvar,
+    /// Signalled when a batch write ends (`writing` falls).
+    written: Condvar,
 }
 
 impl Intent {
@@ -96,17 +133,21 @@ impl Intent {
             store,
             enabled,
             region_shift: region_size.trailing_zeros(),
-            regions,
             shards: (0..SHARDS).map(|_| Mutex::new(ActiveMap::default())).collect(),
-            bits: bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect(),
-            pending: (0..pages).map(|_| AtomicU64::new(DURABLE)).collect(),
+            map: RwLock::new(Map {
+                regions,
+                bits: bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect(),
+                pending: (0..pages).map(|_| AtomicU64::new(DURABLE)).collect(),
+            }),
             st: Mutex::new(State {
                 dirty_pages: BTreeSet::new(),
                 next_batch: 1,
                 waiters: Vec::new(),
+                writing: false,
                 stop: false,
             }),
             wake: Condvar::new(),
+            written: Condvar::new(),
         })
     }
 
@@ -132,24 +173,21 @@ impl Intent {
     }
 
     pub fn is_set(&self, r: u64) -> bool {
-        self.bits[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
-    }
-
-    fn is_durable(&self, r: u64) -> bool {
-        self.is_set(r) && self.pending[Self::page(r)].load(Ordering::Acquire) == DURABLE
+        let m = self.map.read();
+        r < m.regions && m.is_set(r)
     }
 
     /// Sets or clears a bit and marks its page for the next batch. Under `st`.
-    fn set_bit(&self, st: &mut State, r: u64, on: bool) {
+    fn set_bit(map: &Map, st: &mut State, r: u64, on: bool) {
         let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
         if on {
-            self.bits[w].fetch_or(m, Ordering::Release);
+            map.bits[w].fetch_or(m, Ordering::Release);
         } else {
-            self.bits[w].fetch_and(!m, Ordering::Release);
+            map.bits[w].fetch_and(!m, Ordering::Release);
         }
         let page = Self::page(r);
         st.dirty_pages.insert(page);
-        self.pending[page].store(st.next_batch, Ordering::Release);
+        map.pending[page].store(st.next_batch, Ordering::Release);
     }
 
     /// Marks a write to `[first, last]` as in flight and calls `done` once
@@ -163,17 +201,23 @@ impl Intent {
             let mut shard = self.shard(r).lock();
             shard.entry(r).or_insert(Active { inflight: 0, last: now }).inflight += 1;
         }
-        if (first..=last).all(|r| self.is_durable(r)) {
+        let durable = {
+            let map = self.map.read();
+            (first..=last).all(|r| map.is_durable(r))
+        };
+        if durable {
             return done(Ok(()));
         }
         let mut st = self.st.lock();
+        let map = self.map.read();
         let mut wait_for = DURABLE;
         for r in first..=last {
-            if !self.is_set(r) {
-                self.set_bit(&mut st, r, true);
+            if !map.is_set(r) {
+                Self::set_bit(&map, &mut st, r, true);
             }
-            wait_for = wait_for.max(self.pending[Self::page(r)].load(Ordering::Acquire));
+            wait_for = wait_for.max(map.pending[Self::page(r)].load(Ordering::Acquire));
         }
+        drop(map);
         if wait_for == DURABLE {
             drop(st);
             return done(Ok(()));
@@ -200,24 +244,83 @@ impl Intent {
     /// Marks every region (a crash without a bitmap: everything may differ).
     pub fn set_all(&self) {
         let mut st = self.st.lock();
-        for r in 0..self.regions {
-            if !self.is_set(r) {
-                self.set_bit(&mut st, r, true);
+        let map = self.map.read();
+        for r in 0..map.regions {
+            if !map.is_set(r) {
+                Self::set_bit(&map, &mut st, r, true);
             }
         }
-        drop(st);
+        drop((map, st));
         self.wake.notify_one();
+    }
+
+    /// Grows the bitmap to `regions`, with every region from `dirty_from` on
+    /// set (they may differ between legs), and has `resize` make that durable
+    /// (the store writes the new pages, then the header with the new size).
+    /// Host writes go on meanwhile; only writes to clean regions, which wait
+    /// for the metadata thread anyway, wait for the grow. If `resize` fails,
+    /// nothing changes.
+    pub fn grow(
+        &self,
+        regions: u64,
+        dirty_from: u64,
+        resize: impl FnOnce(&[(usize, &BitSlice<u64, Lsb0>)]) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        let mut st = self.st.lock();
+        while st.writing {
+            // The batch in flight was snapshotted at the old size.
+            self.written.wait(&mut st);
+        }
+        let old = {
+            let mut map = self.map.write();
+            let old = (map.regions, map.bits.len(), map.pending.len());
+            let pages = (regions as usize).div_ceil(MetaStore::regions_per_page());
+            map.bits.resize_with(regions.div_ceil(64) as usize, || AtomicU64::new(0));
+            map.pending.resize_with(pages, || AtomicU64::new(DURABLE));
+            map.regions = regions;
+            old
+        };
+        let map = self.map.read();
+        for r in dirty_from..regions {
+            if r < old.0 {
+                // An old region the new size extends: its page is written by
+                // the metadata thread too, should the resize fail.
+                Self::set_bit(&map, &mut st, r, true);
+            } else {
+                let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+                map.bits[w].fetch_or(m, Ordering::Release);
+            }
+        }
+        let first = (old.0 as usize / MetaStore::regions_per_page())..map.pending.len();
+        let pages: Vec<(usize, Bits)> = first.map(|p| (p, map.snapshot(p))).collect();
+        drop(map);
+        let slices: Vec<_> = pages.iter().map(|(p, b)| (*p, b.as_bitslice())).collect();
+        let result = resize(&slices);
+        if result.is_err() {
+            let mut map = self.map.write();
+            // Clear the new regions' bits, in the old words past the old end
+            // too: a later grow counts on them starting clear.
+            for r in old.0..(old.1 as u64 * 64).min(regions) {
+                map.bits[(r / 64) as usize].fetch_and(!(1u64 << (r % 64)), Ordering::Release);
+            }
+            map.regions = old.0;
+            map.bits.truncate(old.1);
+            map.pending.truncate(old.2);
+        }
+        drop(st);
+        result
     }
 
     /// The first set bit at or after `from`.
     pub fn next_set(&self, from: u64) -> Option<u64> {
+        let map = self.map.read();
         let mut w = (from / 64) as usize;
         let mut mask = !0u64 << (from % 64);
-        while w < self.bits.len() {
-            let word = self.bits[w].load(Ordering::Acquire) & mask;
+        while w < map.bits.len() {
+            let word = map.bits[w].load(Ordering::Acquire) & mask;
             if word != 0 {
                 let r = w as u64 * 64 + u64::from(word.trailing_zeros());
-                return (r < self.regions).then_some(r);
+                return (r < map.regions).then_some(r);
             }
             w += 1;
             mask = !0;
@@ -226,11 +329,20 @@ impl Intent {
     }
 
     pub fn count_set(&self) -> u64 {
-        self.bits.iter().map(|w| u64::from(w.load(Ordering::Relaxed).count_ones())).sum()
+        self.count_set_from(0)
+    }
+
+    /// How many regions from `from` on are set.
+    pub fn count_set_from(&self, from: u64) -> u64 {
+        let map = self.map.read();
+        let Some(first) = map.bits.get((from / 64) as usize) else { return 0 };
+        let head = u64::from((first.load(Ordering::Relaxed) & (!0u64 << (from % 64))).count_ones());
+        let rest = &map.bits[(from / 64) as usize + 1..];
+        head + rest.iter().map(|w| u64::from(w.load(Ordering::Relaxed).count_ones())).sum::<u64>()
     }
 
     pub fn len(&self) -> u64 {
-        self.regions
+        self.map.read().regions
     }
 
     /// Idle regions whose bits may be cleared once the legs have flushed.
@@ -258,8 +370,9 @@ impl Intent {
             let still_idle = shard.get(&r).is_some_and(|a| a.inflight == 0 && a.last == stamp);
             if still_idle {
                 shard.remove(&r);
-                if self.is_set(r) {
-                    self.set_bit(&mut st, r, false);
+                let map = self.map.read();
+                if map.is_set(r) {
+                    Self::set_bit(&map, &mut st, r, false);
                     n += 1;
                 }
             }
@@ -279,7 +392,7 @@ impl Intent {
             }
             let shard = self.shard(r).lock();
             if !shard.contains_key(&r) {
-                self.set_bit(&mut st, r, false);
+                Self::set_bit(&self.map.read(), &mut st, r, false);
             }
         }
         drop(st);
@@ -304,17 +417,6 @@ impl Intent {
         self.wake.notify_all();
     }
 
-    /// A copy of one page's bits, as the store writes it.
-    fn snapshot(&self, page: usize) -> Bits {
-        let rpp = MetaStore::regions_per_page() as u64;
-        let (a, b) = (page as u64 * rpp, ((page as u64 + 1) * rpp).min(self.regions));
-        let words: Vec<u64> =
-            (a / 64..b.div_ceil(64)).map(|w| self.bits[w as usize].load(Ordering::Acquire)).collect();
-        let mut bits = Bits::from_vec(words);
-        bits.truncate((b - a) as usize);
-        bits
-    }
-
     /// The metadata thread: writes dirty pages in batches and wakes the
     /// writes that waited for them. A page whose write failed stays pending
     /// and is tried again with the next batch.
@@ -328,23 +430,28 @@ impl Intent {
                 if st.stop && st.dirty_pages.is_empty() {
                     return;
                 }
+                let map = self.map.read();
                 let pages: Vec<(usize, Bits)> = std::mem::take(&mut st.dirty_pages)
                     .into_iter()
                     .filter(|&p| p != FORCE)
-                    .map(|p| (p, self.snapshot(p)))
+                    .map(|p| (p, map.snapshot(p)))
                     .collect();
                 let batch = st.next_batch;
                 st.next_batch += 1;
+                st.writing = true;
                 (pages, batch)
             };
             let slices: Vec<_> = pages.iter().map(|(p, b)| (*p, b.as_bitslice())).collect();
             let result = self.store.write_pages(&slices).map_err(Arc::new);
             let ready: Vec<IntentDone> = {
                 let mut st = self.st.lock();
+                st.writing = false;
+                self.written.notify_all();
+                let map = self.map.read();
                 for (p, _) in &pages {
                     if result.is_ok() {
                         // Unless a later change re-marked it, the page is on disk.
-                        let _ = self.pending[*p].compare_exchange(
+                        let _ = map.pending[*p].compare_exchange(
                             batch,
                             DURABLE,
                             Ordering::AcqRel,
@@ -352,9 +459,10 @@ impl Intent {
                         );
                     } else {
                         st.dirty_pages.insert(*p);
-                        self.pending[*p].store(st.next_batch, Ordering::Release);
+                        map.pending[*p].store(st.next_batch, Ordering::Release);
                     }
                 }
+                drop(map);
                 let (ready, keep) =
                     std::mem::take(&mut st.waiters).into_iter().partition(|(b, _)| *b <= batch);
                 st.waiters = keep;
@@ -392,9 +500,35 @@ mod tests {
         assert_eq!(i.next_set(4), Some(130));
         assert_eq!(i.next_set(131), None);
         assert_eq!(i.count_set(), 2);
-        let snap = i.snapshot(0);
+        let snap = i.map.read().snapshot(0);
         assert_eq!(snap.len(), 200);
         assert!(snap[130] && snap[3] && !snap[4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_grow_the_store_refuses_leaves_the_bitmap_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("hm-intent-grow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m");
+        let _ = std::fs::remove_file(&path);
+        let h = crate::meta::Header::new("t", 100 * 4096, 512, 4096, vec![]).unwrap();
+        let opened = MetaStore::create(&[path], &h).unwrap();
+        let i = Intent::new(Arc::new(opened.store), Bits::repeat(false, 100), 4096, true);
+        let refused = || Err(MetaError::Invalid { what: "no".into() });
+        assert!(i.grow(300, 99, |_| refused()).is_err());
+        assert_eq!((i.len(), i.next_set(100)), (100, None));
+        // The old region the grow would have extended stays marked (its page
+        // is written by the metadata thread): harmless, and never lost.
+        assert_eq!(i.count_set(), 1);
+        let mut seen = Vec::new();
+        i.grow(300, 99, |pages| {
+            seen = pages.iter().map(|(p, b)| (*p, b.len(), b.count_ones())).collect();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(0, 300, 201)]);
+        assert_eq!((i.len(), i.count_set_from(100), i.next_set(0)), (300, 200, Some(99)));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -410,9 +544,10 @@ mod tests {
         let h = crate::meta::Header::new("t", size, 512, region, vec![]).unwrap();
         let opened = MetaStore::create(&[path], &h).unwrap();
         let i = Intent::new(Arc::new(opened.store), Bits::repeat(false, regions), region, true);
-        let bytes = (i.bits.len() + i.pending.len()) * std::mem::size_of::<AtomicU64>();
+        let map = i.map.read();
+        let bytes = (map.bits.len() + map.pending.len()) * std::mem::size_of::<AtomicU64>();
         assert!(bytes <= 1 << 20, "{bytes} bytes of bitmap state for 1 TiB");
-        assert_eq!(i.bits.len() * 8, 512 << 10);
+        assert_eq!(map.bits.len() * 8, 512 << 10);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -15,6 +15,7 @@ mod open;
 mod preflight;
 mod rangelock;
 mod read;
+mod resize;
 mod resync;
 mod status;
 mod transitions;
@@ -23,6 +24,7 @@ mod write;
 
 pub use admin::AdminError;
 pub use preflight::preflight;
+pub use resize::ResizeError;
 pub use status::{LegStatus, ResyncStatus, VolumeStatus};
 pub use verify::{VerifyError, VerifyStatus};
 
@@ -58,6 +60,8 @@ pub struct Volume {
 
 pub(crate) struct Inner {
     cfg: VolumeConfig,
+    /// The volume's size now (`cfg.size` is the size it opened with).
+    size: AtomicU64,
     legs: Vec<Arc<Leg>>,
     locks: Arc<RangeLock>,
     intent: Arc<Intent>,
@@ -82,12 +86,14 @@ pub(crate) struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Crash recovery in progress: regions at or past `cursor` whose bits are
-/// set may differ between legs and are read from `source` only.
+/// Crash recovery (or new capacity) in progress: regions at or past
+/// `cursor` whose bits are set may differ between legs and are read from
+/// `source` only.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Recovery {
     source: usize,
     cursor: u64,
+    kind: crate::event::ResyncKind,
 }
 
 impl Volume {
@@ -109,8 +115,9 @@ impl Volume {
         &self.inner.cfg
     }
 
+    /// The size now: the configured size, or what a [`grow`](Self::grow) made it.
     pub fn size(&self) -> u64 {
-        self.inner.cfg.size
+        self.inner.size()
     }
 
     pub fn read(&self, offset: u64, buf: Box<dyn HostReadBuf>, done: Done) {

@@ -193,7 +193,8 @@ impl Inner {
             return Ok(());
         }
         let others: Vec<_> = self.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
-        let b = super::open::open_leg(&self.cfg, leg, &self.injector, &others).map_err(|e| e.to_string())?;
+        let b = super::open::open_leg(&self.cfg, leg, self.size(), &self.injector, &others)
+            .map_err(|e| e.to_string())?;
         let recorded = self.header.lock().legs[leg].identity.clone();
         if b.identity().as_str() != recorded {
             return Err(format!(

@@ -6,6 +6,7 @@
 use super::intent::Intent;
 use super::leg::Leg;
 use super::rangelock::RangeLock;
+use super::resize::{self, AtOpen};
 use super::{resync, EventSink, Inner, Recovery};
 use crate::backend::detached::DetachedBackend;
 use crate::backend::fault::{FaultInjector, FaultyBackend};
@@ -13,7 +14,7 @@ use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
 use crate::backend::{Backend, LegIdentity};
 use crate::config::{InitialSync, VolumeConfig};
 use crate::error::OpenError;
-use crate::event::Event;
+use crate::event::{Event, ResyncKind};
 use crate::meta::{CopyNote, Header, LegRecord, MetaStore, Opened, Probe, RecordedState};
 use crate::state::{FaultReason, LegState};
 use parking_lot::{Condvar, Mutex};
@@ -38,7 +39,7 @@ pub(super) fn open(
         let all: Vec<_> = slots.iter().map(|s| s.clone().expect("a new volume opens every leg")).collect();
         create_metadata(&cfg, &all)?
     };
-    let Opened { store, mut header, bitmap, notes } = opened;
+    let Opened { store, mut header, mut bitmap, notes } = opened;
     check_header(&cfg, &header)?;
     let backends = detach_missing(&cfg, &header, slots);
     // A source request applies once: `req` is this open's view of the config.
@@ -53,6 +54,7 @@ pub(super) fn open(
         );
         header.source_request = source_request(s, &cfg.source_token);
     }
+    let resized = resize::resize_at_open(&store, &mut header, &mut bitmap, cfg.size)?;
     header.clean = false;
     header.generation += 1;
     store.write_header(&header)?;
@@ -63,10 +65,14 @@ pub(super) fn open(
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
         legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
     }
-    let recovery = crash_recovery(&req, unclean, &intent, &legs);
+    let recovery = match (crash_recovery(&req, unclean, &intent, &legs), resized) {
+        (None, AtOpen::Grown { dirty_from }) => new_capacity(&legs, dirty_from),
+        (rec, _) => rec,
+    };
     let inner = Arc::new(Inner {
         injector: faults,
         faults: Mutex::new(vec![Default::default(); legs.len()]),
+        size: AtomicU64::new(cfg.size),
         cfg,
         legs,
         locks: RangeLock::new(),
@@ -113,12 +119,15 @@ fn open_legs(
     let mut out: Vec<Slot> = Vec::new();
     for i in 0..cfg.legs.len() {
         let opened: Vec<Arc<dyn Backend>> = out.iter().filter_map(|s| s.clone().ok()).collect();
-        match open_leg(cfg, i, &faults, &opened) {
+        match open_leg(cfg, i, cfg.size, &faults, &opened) {
             Ok(b) => out.push(Ok(b)),
             // An array that is down must not keep the LUN down: an existing
             // volume starts with the leg faulted and takes it back later.
             Err(OpenError::LegMissing { .. }) | Err(OpenError::LegOpen { .. }) if existing => {
-                let why = open_leg(cfg, i, &faults, &opened).err().map(|e| e.to_string()).unwrap_or_default();
+                let why = open_leg(cfg, i, cfg.size, &faults, &opened)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 log::error!("{}: starting without leg {i}: {why}", cfg.name);
                 out.push(Err(why));
             }
@@ -128,10 +137,12 @@ fn open_legs(
     Ok(out)
 }
 
-/// Opens leg `i` and checks it against the legs already open.
+/// Opens leg `i` and checks it against the legs already open and against
+/// `need`, the volume's size.
 pub(super) fn open_leg(
     cfg: &VolumeConfig,
     i: usize,
+    need: u64,
     faults: &Option<Arc<FaultInjector>>,
     opened: &[Arc<dyn Backend>],
 ) -> Result<Arc<dyn Backend>, OpenError> {
@@ -146,8 +157,8 @@ pub(super) fn open_leg(
     if let Some(other) = opened.iter().position(|o| o.identity() == b.identity()) {
         return Err(OpenError::LegDuplicate { leg: i, other, path });
     }
-    if b.size() < cfg.size {
-        return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need: cfg.size });
+    if b.size() < need {
+        return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need });
     }
     Ok(match faults {
         Some(f) => Arc::new(FaultyBackend::new(i, Box::new(b), f.clone())),
@@ -232,9 +243,6 @@ fn check_header(cfg: &VolumeConfig, h: &Header) -> Result<(), OpenError> {
             h.legs.len(),
             cfg.legs.len()
         ));
-    }
-    if h.size != cfg.size {
-        return mismatch(format!("the metadata records {} bytes, the LUN is {} bytes", h.size, cfg.size));
     }
     if h.block_size != cfg.block_size {
         return mismatch(format!("block size {} recorded, {} configured", h.block_size, cfg.block_size));
@@ -333,7 +341,18 @@ fn crash_recovery(cfg: &VolumeConfig, unclean: bool, intent: &Intent, legs: &[Ar
         return None;
     }
     let source = cfg.source.unwrap_or_else(|| legs.iter().position(|l| l.is_in_sync()).unwrap_or(0));
-    Some(Recovery { source, cursor: 0 })
+    Some(Recovery { source, cursor: 0, kind: ResyncKind::CrashRecovery })
+}
+
+/// After growing at open: the new regions are copied from one in-sync leg
+/// (see `resize.rs`), if another leg takes writes.
+fn new_capacity(legs: &[Arc<Leg>], from: u64) -> Option<Recovery> {
+    let source = legs.iter().position(|l| l.is_in_sync())?;
+    legs.iter().any(|l| l.index != source && l.takes_writes()).then_some(Recovery {
+        source,
+        cursor: from,
+        kind: ResyncKind::NewCapacity,
+    })
 }
 
 fn note_event(note: CopyNote) -> Event {

@@ -84,16 +84,18 @@ impl Inner {
         self.emit(Event::ResyncStarted { leg, kind, total_bytes: total });
     }
 
-    /// Makes the bitmap's regions equal on every leg, from the source.
+    /// Makes the bitmap's regions from the recovery's cursor on equal on
+    /// every leg, from the source. Then, if every leg is in sync, clears the
+    /// bits no write holds: they stand for no difference any more.
     fn run_recovery(self: &Arc<Self>) {
-        let Some(Recovery { source, .. }) = *self.recovery.lock() else { return };
+        let Some(Recovery { source, cursor: start, kind }) = *self.recovery.lock() else { return };
         let targets: Vec<usize> =
             (0..self.legs.len()).filter(|&i| i != source && self.legs[i].takes_writes()).collect();
-        let total = self.intent.count_set() * self.intent.region_bytes();
-        self.begin_progress(source, ResyncKind::CrashRecovery, total);
+        let total = self.intent.count_set_from(start) * self.intent.region_bytes();
+        self.begin_progress(source, kind, total);
         let t0 = Instant::now();
         let mut copied = 0;
-        let mut cursor = 0;
+        let mut cursor = start;
         while let Some(r) = self.intent.next_set(cursor) {
             let n = self.span_of_set(r);
             match self.copy_span(r, n, Some(source), &targets) {
@@ -102,7 +104,7 @@ impl Inner {
                 Step::SourceFailed => {
                     // Another in-sync leg takes over as the source.
                     let next = self.legs.iter().position(|l| l.is_in_sync() && l.index != source);
-                    *self.recovery.lock() = next.map(|s| Recovery { source: s, cursor: r });
+                    *self.recovery.lock() = next.map(|s| Recovery { source: s, cursor: r, kind });
                     return;
                 }
                 Step::Stopped => return,
@@ -112,11 +114,14 @@ impl Inner {
                 rec.cursor = cursor;
             }
         }
-        let _ = self.flush_all_legs();
+        let flushed = self.flush_all_legs();
         *self.recovery.lock() = None;
+        if flushed && self.legs.iter().all(|l| l.is_in_sync()) && self.intent.len() > start {
+            self.intent.clear_unheld(start, self.intent.len() - 1);
+        }
         self.emit(Event::ResyncFinished {
             leg: source,
-            kind: ResyncKind::CrashRecovery,
+            kind,
             copied_bytes: copied,
             seconds: t0.elapsed().as_secs_f64(),
         });
@@ -210,7 +215,7 @@ impl Inner {
         }
         let rb = self.intent.region_bytes();
         let offset = first * rb;
-        let len = (rb * count).min(self.cfg.size - offset);
+        let len = (rb * count).min(self.size() - offset);
         let guard = self.lock_wait(offset, len);
         let Some(src) = source.or_else(|| self.legs.iter().position(|l| l.is_in_sync())) else {
             return Step::Stopped;

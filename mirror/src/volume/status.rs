@@ -69,7 +69,7 @@ impl Inner {
     pub(super) fn status(&self) -> VolumeStatus {
         VolumeStatus {
             name: self.cfg.name.clone(),
-            size: self.cfg.size,
+            size: self.size(),
             block_size: self.cfg.block_size,
             region_size: self.intent.region_bytes(),
             generation: self.generation(),

@@ -56,12 +56,7 @@ impl Volume {
             if v.running {
                 return Err(VerifyError::Running);
             }
-            *v = VerifyStatus {
-                running: true,
-                total_bytes: inner.cfg.size,
-                repair_from,
-                ..Default::default()
-            };
+            *v = VerifyStatus { running: true, total_bytes: inner.size(), repair_from, ..Default::default() };
         }
         std::thread::Builder::new()
             .name("hm-verify".into())
@@ -90,7 +85,7 @@ impl Inner {
             }
             self.verify_throttle(started);
             let offset = r * rb;
-            let len = rb.min(self.cfg.size - offset);
+            let len = rb.min(self.size() - offset);
             let mismatch = self.verify_region(offset, len, repair_from);
             let mut v = self.verify.lock();
             v.done_bytes += len;

@@ -66,7 +66,7 @@ impl Inner {
         if self.shutting_down.load(Relaxed) {
             return Err(IoError::ShuttingDown);
         }
-        let size = self.cfg.size;
+        let size = self.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(IoError::OutOfRange { offset, len, size });
         }

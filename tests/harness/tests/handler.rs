@@ -299,11 +299,30 @@ fn open_reports_the_configured_write_cache_and_reconfig_guards_it() {
 }
 
 #[test]
-fn reconfig_accepts_the_same_size_and_refuses_another() {
+fn reconfig_grows_the_lun_once_the_legs_are_big_enough_and_never_shrinks_it() {
     let Some(r) = runner_or_skip("reconfig size") else { return };
     let (legs, dev) = open(r, "resize", "");
-    assert_eq!(dev.reconfig_size(legs.size), 0);
-    assert_eq!(dev.reconfig_size(legs.size * 2), -libc::EOPNOTSUPP);
+    let (old, new) = (legs.size, legs.size * 2);
+    assert_eq!(dev.reconfig_size(old), 0, "the same size is no change");
+    let grow_leg =
+        |i: usize| std::fs::OpenOptions::new().write(true).open(&legs.legs[i]).unwrap().set_len(new);
+    grow_leg(0).unwrap();
+    assert_eq!(dev.reconfig_size(new), -libc::EOPNOTSUPP, "leg 1 is still too small");
+    assert!(wait_for_log(
+        "holds 8388608 bytes and the volume would need 16777216; grow it first",
+        Duration::from_secs(5)
+    ));
+    grow_leg(1).unwrap();
+    assert_eq!(dev.reconfig_size(new), 0);
+    let data = pattern(21, 8192);
+    assert_eq!(dev.write(new - 8192, &data, &[4096]), sts::OK);
+    assert_eq!(dev.read(new - 8192, 8192, &[]).data, data);
+    assert_eq!(dev.flush(), sts::OK);
+    for i in 0..2 {
+        assert_eq!(legs.leg_bytes(i, new - 8192, 8192), data, "leg {i} holds the write past the old end");
+    }
+    assert_eq!(dev.reconfig_size(old), -libc::EOPNOTSUPP);
+    assert!(wait_for_log("shrink the filesystem first", Duration::from_secs(5)));
     dev.close();
 }
 

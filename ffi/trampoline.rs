@@ -65,6 +65,17 @@ pub enum Reconfig<'a> {
     WriteCache(bool),
 }
 
+impl Reconfig<'_> {
+    /// What was asked, in a few words for a log line.
+    pub fn what(&self) -> String {
+        match self {
+            Reconfig::CfgString(_) => "new configuration".into(),
+            Reconfig::Size(bytes) => format!("resize to {bytes} bytes"),
+            Reconfig::WriteCache(on) => format!("write cache {}", if *on { "on" } else { "off" }),
+        }
+    }
+}
+
 /// The text of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     payload

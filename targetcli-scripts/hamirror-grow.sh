@@ -74,10 +74,7 @@ if [ "$DRY_RUN" = 1 ]; then
 fi
 VOLUME=$(volume_name_of "$CFG" 2>/dev/null || true)
 if ! echo "$NEW" > "$DIR/attrib/dev_size" 2>/dev/null; then
-  log=/var/log/tcmu-runner.log
-  reason=$( [ -r "$log" ] && grep -e "${VOLUME:-$NAME}: " -e "$NAME" "$log" | grep -F "refused" | tail -n 1 || true)
-  die "tcmu-runner refused the new size${reason:+: $reason}" \
-    "${reason:-(its log, $log or journalctl -u tcmu-runner, says why)}"
+  die_refused "the new size" "$NAME" "$VOLUME"
 fi
 [ "$(so_size "$DIR")" = "$NEW" ] || die "dev_size reads $(so_size "$DIR") after setting $NEW"
 note "$NAME grown from $OLD to $NEW bytes; hosts see it after a rescan"

@@ -358,6 +358,15 @@ print(name)
 PY
 }
 
+# die_refused WHAT NAME VOLUME: tcmu-runner refused a configfs write (dev_size,
+# dev_config); the kernel only passes on an errno, so show the handler's reason
+# from the runner's log if it can be read.
+die_refused() {
+  local log=/var/log/tcmu-runner.log reason
+  reason=$( [ -r "$log" ] && grep -e "${3:-$2}: " -e "$2" "$log" | grep -F "refused" | tail -n 1 || true)
+  die "tcmu-runner refused $1${reason:+: $reason}" "${reason:-(its log, $log or journalctl -u tcmu-runner, says why)}"
+}
+
 # leg_sync_state VOLUME LEG_PATH: prints the leg's state (in_sync, faulted...)
 # from `hamirrorctl status VOLUME --json`; fails with a message if it cannot.
 leg_sync_state() {

@@ -95,6 +95,9 @@ pub struct HandlerConfig {
 impl HandlerConfig {
     /// Parses a cfgstring, with or without tcmu-runner's `hamirror/` prefix.
     pub fn parse(cfgstring: &str) -> Result<HandlerConfig, ConfigError> {
+        // LIO stores `dev_config` as written, so `echo ... > attrib/dev_config`
+        // leaves a newline at the end; no path or value ends in one.
+        let cfgstring = cfgstring.trim_end_matches(['\n', '\r']);
         let body = cfgstring.strip_prefix(PREFIX).unwrap_or(cfgstring);
         let len = PREFIX.len() + body.len();
         if len > MAX_DEV_CONFIG {
@@ -420,6 +423,19 @@ mod tests {
         let b = HandlerConfig::parse(&format!("{PREFIX}{BASE}")).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.volume.io_timeout_ms, VolumeConfig::default().io_timeout_ms);
+    }
+
+    #[test]
+    fn the_newline_echo_leaves_in_dev_config_is_ignored() {
+        let a = HandlerConfig::parse(BASE).unwrap();
+        assert_eq!(HandlerConfig::parse(&format!("{PREFIX}{BASE}\n")).unwrap(), a);
+        let file = temp_file(
+            "newline",
+            "metadata = [\"/m/v.meta\"]\n[[legs]]\npath = \"/a\"\n[[legs]]\npath = \"/b\"\n",
+        );
+        let c = HandlerConfig::parse(&format!("{PREFIX}{}\n", file.display())).unwrap();
+        assert_eq!(c.volume.legs.len(), 2);
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

@@ -229,12 +229,9 @@ impl Lun {
     }
 
     fn reconfig(&self, dev: &Device<'_>, change: Reconfig<'_>) -> Result<(), String> {
-        let cfg = self.volume.config();
+        let cfg = &self.volume.config();
         match change {
-            Reconfig::Size(bytes) => {
-                let from = self.volume.size();
-                self.volume.grow(bytes).map_err(|e| format!("resize from {from} to {bytes} bytes: {e}"))
-            }
+            Reconfig::Size(bytes) => self.volume.grow(bytes).map_err(|e| e.to_string()),
             Reconfig::WriteCache(on) if on || !cfg.write_cache => {
                 // Reporting a cache while writes stay stable before they are
                 // acknowledged is safe; the reverse is not.
@@ -244,20 +241,22 @@ impl Lun {
             Reconfig::WriteCache(_) => Err("the volume acknowledges writes before they are stable \
                  (write_cache=true); re-create it with write_cache=false to turn the cache off"
                 .into()),
-            Reconfig::CfgString(s) => self.same_config(s, dev),
+            Reconfig::CfgString(s) => self.new_config(s, dev),
         }
     }
 
-    fn same_config(&self, cfgstring: &str, dev: &Device<'_>) -> Result<(), String> {
+    /// A new cfgstring (an admin wrote the LUN's `dev_config`, or the TOML
+    /// file it names changed and was handed over again): its tunables take
+    /// effect at once; a change to anything else is refused, naming the keys.
+    fn new_config(&self, cfgstring: &str, dev: &Device<'_>) -> Result<(), String> {
         let new = HandlerConfig::parse(cfgstring).map_err(|e| chain(&e))?;
         // The size is the LUN's, not the cfgstring's: it may have grown.
-        let new = new.for_device(self.volume.config().size, dev.block_size()).map_err(|e| chain(&e))?;
-        if &new == self.volume.config() {
-            return Ok(());
+        let new = new.for_device(self.volume.size(), dev.block_size()).map_err(|e| chain(&e))?;
+        let changed = self.volume.retune(&new).map_err(|e| e.to_string())?;
+        if changed.is_empty() {
+            log::info!("{}: new configuration: nothing changed", self.name);
         }
-        Err("a running volume's configuration cannot change; remove and re-create the backstore \
-             (the legs keep their data, and the metadata lets it resume)"
-            .into())
+        Ok(())
     }
 }
 
@@ -283,7 +282,7 @@ impl Handler for Hamirror {
     fn reconfig(&self, dev: &Device<'_>, lun: &Lun, change: Reconfig<'_>) -> Result<(), Errno> {
         lun.maybe_panic(Callout::Reconfig);
         lun.reconfig(dev, change).map_err(|why| {
-            log::warn!("{}: {change:?} refused: {why}", lun.name);
+            log::warn!("{}: {} refused: {why}", lun.name, change.what());
             Errno::EOPNOTSUPP
         })
     }

@@ -3,7 +3,9 @@
 //! Writes: the baseline writes both leg files in parallel directly (the
 //! physical limit of a 2-way mirror). Reads with latency legs: each leg adds
 //! a fixed delay per I/O (independent arrays); two balanced legs against one.
-//! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N).
+//! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N;
+//! HM_BENCH_ONLY=TEXT runs only the cases whose name contains TEXT, for
+//! profiling one of them).
 
 use mirror::backend::fault::{FaultInjector, Rule};
 use mirror::config::InitialSync;
@@ -34,6 +36,11 @@ const CASES: [Case; 8] = [
     Case { name: "1M seqread qd1", bs: 1 << 20, qd: 1, write: false, random: false },
     Case { name: "1M seqread qd32", bs: 1 << 20, qd: 32, write: false, random: false },
 ];
+
+/// `HM_BENCH_ONLY`, if set.
+fn only() -> Option<String> {
+    std::env::var("HM_BENCH_ONLY").ok().filter(|s| !s.is_empty())
+}
 
 fn secs() -> Duration {
     let s = std::env::var("HM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
@@ -196,7 +203,7 @@ fn bench_dir(dir: &Path, label: &str) {
     println!("\n== {label}: {} (buffered files, no O_DIRECT)", dir.display());
     println!("{:<20} {:>12} {:>12} {:>7}", "case", "direct IOPS", "mirror IOPS", "ratio");
     let v = volume(dir, &paths, None);
-    for c in &CASES {
+    for c in CASES.iter().filter(|c| only().is_none_or(|o| c.name.contains(&o))) {
         let data = vec![0xa5u8; c.bs];
         let base = if c.write {
             run_qd_pair(c.qd, &files, &data, c.bs, c.random)
@@ -218,6 +225,10 @@ fn bench_dir(dir: &Path, label: &str) {
             run_qd(c.qd, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(c.bs)), d)).unwrap(), c.bs, c.random)
         };
         println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
+    }
+    if only().is_some() {
+        v.shutdown();
+        return;
     }
     // Added latency per 4 KiB I/O at QD1.
     let w = CASES[0].bs;

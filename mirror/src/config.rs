@@ -89,6 +89,46 @@ pub struct VolumeConfig {
     pub source_token: String,
 }
 
+/// The settings a running volume can change ([`crate::Volume::retune`]):
+/// they steer timing and policy, not where data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunables {
+    pub io_timeout_ms: u64,
+    pub last_leg_grace_ms: u64,
+    pub resync_max_mib_s: u64,
+    pub resync_min_mib_s: u64,
+    pub read_error_budget: u32,
+    pub bitmap_clear_delay_ms: u64,
+    pub auto_failback: bool,
+    pub failback_delay_ms: u64,
+    pub flap_limit: u32,
+    pub flap_window_s: u64,
+}
+
+impl Tunables {
+    pub fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.io_timeout_ms)
+    }
+
+    /// The keys whose values differ from `other`'s, by their config names.
+    pub fn changed(&self, other: &Tunables) -> Vec<&'static str> {
+        let (a, b) = (self, other);
+        let all = [
+            ("io_timeout_ms", a.io_timeout_ms != b.io_timeout_ms),
+            ("last_leg_grace_ms", a.last_leg_grace_ms != b.last_leg_grace_ms),
+            ("resync_max_mib_s", a.resync_max_mib_s != b.resync_max_mib_s),
+            ("resync_min_mib_s", a.resync_min_mib_s != b.resync_min_mib_s),
+            ("read_error_budget", a.read_error_budget != b.read_error_budget),
+            ("bitmap_clear_delay_ms", a.bitmap_clear_delay_ms != b.bitmap_clear_delay_ms),
+            ("auto_failback", a.auto_failback != b.auto_failback),
+            ("failback_delay_ms", a.failback_delay_ms != b.failback_delay_ms),
+            ("flap_limit", a.flap_limit != b.flap_limit),
+            ("flap_window_s", a.flap_window_s != b.flap_window_s),
+        ];
+        all.into_iter().filter(|&(_, d)| d).map(|(k, _)| k).collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InitialSync {
@@ -190,6 +230,60 @@ impl VolumeConfig {
 
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io_timeout_ms)
+    }
+
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            io_timeout_ms: self.io_timeout_ms,
+            last_leg_grace_ms: self.last_leg_grace_ms,
+            resync_max_mib_s: self.resync_max_mib_s,
+            resync_min_mib_s: self.resync_min_mib_s,
+            read_error_budget: self.read_error_budget,
+            bitmap_clear_delay_ms: self.bitmap_clear_delay_ms,
+            auto_failback: self.auto_failback,
+            failback_delay_ms: self.failback_delay_ms,
+            flap_limit: self.flap_limit,
+            flap_window_s: self.flap_window_s,
+        }
+    }
+
+    pub fn with_tunables(self, t: Tunables) -> VolumeConfig {
+        VolumeConfig {
+            io_timeout_ms: t.io_timeout_ms,
+            last_leg_grace_ms: t.last_leg_grace_ms,
+            resync_max_mib_s: t.resync_max_mib_s,
+            resync_min_mib_s: t.resync_min_mib_s,
+            read_error_budget: t.read_error_budget,
+            bitmap_clear_delay_ms: t.bitmap_clear_delay_ms,
+            auto_failback: t.auto_failback,
+            failback_delay_ms: t.failback_delay_ms,
+            flap_limit: t.flap_limit,
+            flap_window_s: t.flap_window_s,
+            ..self
+        }
+    }
+
+    /// The keys other than the [`Tunables`] (and the size, which is the
+    /// LUN's) whose values differ from `other`'s: what a running volume
+    /// cannot change.
+    pub fn fixed_differences(&self, other: &VolumeConfig) -> Vec<&'static str> {
+        let (a, b) = (self, other);
+        let all = [
+            ("name", a.name != b.name),
+            ("block_size", a.block_size != b.block_size),
+            ("leg", a.legs != b.legs),
+            ("meta", a.metadata != b.metadata),
+            ("region_size", a.region_size != b.region_size),
+            ("direct_io", a.direct_io != b.direct_io),
+            ("write_cache", a.write_cache != b.write_cache),
+            ("unmap_zero_fill", a.unmap_zero_fill != b.unmap_zero_fill),
+            ("leg_threads", a.leg_threads != b.leg_threads),
+            ("initial_sync", a.initial_sync != b.initial_sync),
+            ("bitmap", a.bitmap != b.bitmap),
+            ("source", a.source != b.source),
+            ("source_token", a.source_token != b.source_token),
+        ];
+        all.into_iter().filter(|&(_, d)| d).map(|(k, _)| k).collect()
     }
 
     pub fn regions(&self) -> u64 {

@@ -17,6 +17,7 @@ mod rangelock;
 mod read;
 mod resize;
 mod resync;
+mod retune;
 mod status;
 mod transitions;
 mod verify;
@@ -25,6 +26,7 @@ mod write;
 pub use admin::AdminError;
 pub use preflight::preflight;
 pub use resize::ResizeError;
+pub use retune::RetuneError;
 pub use status::{LegStatus, ResyncStatus, VolumeStatus};
 pub use verify::{VerifyError, VerifyStatus};
 
@@ -62,6 +64,9 @@ pub(crate) struct Inner {
     cfg: VolumeConfig,
     /// The volume's size now (`cfg.size` is the size it opened with).
     size: AtomicU64,
+    /// The settings that can change while the volume runs (`cfg` holds the
+    /// ones it opened with).
+    tun: parking_lot::RwLock<crate::config::Tunables>,
     legs: Vec<Arc<Leg>>,
     locks: Arc<RangeLock>,
     intent: Arc<Intent>,
@@ -111,8 +116,11 @@ impl Volume {
         open::open(cfg, sink, Some(faults)).map(|inner| Volume { inner })
     }
 
-    pub fn config(&self) -> &VolumeConfig {
-        &self.inner.cfg
+    /// The configuration in force: as opened, with the current size and
+    /// tunables.
+    pub fn config(&self) -> VolumeConfig {
+        let cfg = VolumeConfig { size: self.size(), ..self.inner.cfg.clone() };
+        cfg.with_tunables(self.inner.tun())
     }
 
     /// The size now: the configured size, or what a [`grow`](Self::grow) made it.

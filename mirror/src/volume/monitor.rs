@@ -52,7 +52,7 @@ impl Inner {
         }
         self.resync_wake.notify_all();
         // Wait for host I/O and resync copies to drain (bounded by the deadline).
-        let until = Instant::now() + self.cfg.io_timeout() * 2;
+        let until = Instant::now() + self.tun().io_timeout() * 2;
         while self.locks.held() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -77,7 +77,7 @@ impl Inner {
     }
 
     fn tick(&self) -> Duration {
-        (self.cfg.io_timeout() / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
+        (self.tun().io_timeout() / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 
     fn monitor_loop(self: Arc<Self>) {
@@ -99,7 +99,7 @@ impl Inner {
             return;
         };
         let age = oldest.elapsed();
-        if age < self.cfg.io_timeout() {
+        if age < self.tun().io_timeout() {
             return;
         }
         if !l.takes_writes() {
@@ -109,7 +109,7 @@ impl Inner {
         }
         if l.is_in_sync() && self.in_sync_count() == 1 {
             // The last in-sync leg is never failed for slowness: wait.
-            if age >= Duration::from_millis(self.cfg.last_leg_grace_ms)
+            if age >= Duration::from_millis(self.tun().last_leg_grace_ms)
                 && !std::mem::replace(&mut self.faults.lock()[leg].warned_slow, true)
             {
                 self.emit(Event::LastLegSlow { leg, waited_ms: age.as_millis() as u64 });
@@ -117,7 +117,7 @@ impl Inner {
             return;
         }
         l.stats.timeouts.fetch_add(1, Relaxed);
-        let ms = self.cfg.io_timeout_ms;
+        let ms = self.tun().io_timeout_ms;
         match self.fault_leg(leg, FaultReason::Timeout { ms }) {
             Ok(()) => l.abandon_inflight(),
             Err(e) => log::warn!("{}: leg {leg} timed out but stays: {e:?}", self.cfg.name),
@@ -128,9 +128,9 @@ impl Inner {
     /// is flapping and waits for the administrator.
     pub(super) fn flapping_or(&self, leg: usize, reason: FaultReason) -> FaultReason {
         let f = &self.faults.lock()[leg];
-        let window = Duration::from_secs(self.cfg.flap_window_s);
+        let window = Duration::from_secs(self.tun().flap_window_s);
         let recent = f.faults.iter().filter(|t| t.elapsed() < window).count() as u32 + 1;
-        if recent >= self.cfg.flap_limit && reason.is_recoverable() {
+        if recent >= self.tun().flap_limit && reason.is_recoverable() {
             return FaultReason::Flapping { faults: recent };
         }
         reason
@@ -139,11 +139,11 @@ impl Inner {
     pub(super) fn note_fault(&self, leg: usize) {
         let mut all = self.faults.lock();
         let f = &mut all[leg];
-        let window = Duration::from_secs(self.cfg.flap_window_s);
+        let window = Duration::from_secs(self.tun().flap_window_s);
         f.faults.retain(|t| t.elapsed() < window);
         f.faults.push(Instant::now());
         let backoff = 1u32 << (f.faults.len().min(8) - 1);
-        f.retry_at = Some(Instant::now() + Duration::from_millis(self.cfg.failback_delay_ms) * backoff);
+        f.retry_at = Some(Instant::now() + Duration::from_millis(self.tun().failback_delay_ms) * backoff);
     }
 
     pub(super) fn forget_faults(&self, leg: usize) {
@@ -156,7 +156,7 @@ impl Inner {
         let l = &self.legs[leg];
         let LegState::Faulted(reason) = l.state() else { return };
         let detached = l.backend().detached().is_some();
-        if !self.cfg.auto_failback || !(reason.is_recoverable() || detached) || l.inflight() > 0 {
+        if !self.tun().auto_failback || !(reason.is_recoverable() || detached) || l.inflight() > 0 {
             return;
         }
         let due = self.faults.lock()[leg].retry_at.is_none_or(|t| Instant::now() >= t);
@@ -182,7 +182,7 @@ impl Inner {
         let mut all = self.faults.lock();
         let f = &mut all[leg];
         let backoff = 1u32 << f.faults.len().clamp(1, 8);
-        f.retry_at = Some(Instant::now() + Duration::from_millis(self.cfg.failback_delay_ms) * backoff);
+        f.retry_at = Some(Instant::now() + Duration::from_millis(self.tun().failback_delay_ms) * backoff);
     }
 
     /// Reopens the storage of a leg that was absent at start, if it is back
@@ -225,8 +225,8 @@ impl Inner {
     pub(super) fn leg_io_wait(&self, leg: usize, job: Job) -> io::Result<LegOut> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
-        let limit = self.cfg.io_timeout()
-            + Duration::from_millis(self.cfg.last_leg_grace_ms)
+        let limit = self.tun().io_timeout()
+            + Duration::from_millis(self.tun().last_leg_grace_ms)
             + Duration::from_secs(1);
         match rx.recv_timeout(limit) {
             Ok(r) => r,
@@ -254,10 +254,9 @@ impl Inner {
     /// Clears bits of idle regions, after flushing the legs, while every leg
     /// is in sync and nothing is being resynced.
     fn cleaner_loop(self: Arc<Self>) {
-        let delay = Duration::from_millis(self.cfg.bitmap_clear_delay_ms);
-        let tick = (delay / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         while !self.shutting_down.load(Relaxed) {
-            std::thread::sleep(tick);
+            let delay = Duration::from_millis(self.tun().bitmap_clear_delay_ms);
+            std::thread::sleep((delay / 2).clamp(Duration::from_millis(10), Duration::from_secs(1)));
             let all_in_sync = self.legs.iter().all(|l| l.is_in_sync());
             if !all_in_sync || self.recovery.lock().is_some() {
                 continue;

@@ -73,6 +73,7 @@ pub(super) fn open(
         injector: faults,
         faults: Mutex::new(vec![Default::default(); legs.len()]),
         size: AtomicU64::new(cfg.size),
+        tun: parking_lot::RwLock::new(cfg.tunables()),
         cfg,
         legs,
         locks: RangeLock::new(),

@@ -105,7 +105,7 @@ impl Inner {
             return false; // the monitor has dealt with the leg
         }
         let used = self.legs[leg].read_errors_budget_used.fetch_add(1, Relaxed) + 1;
-        if used > u64::from(self.cfg.read_error_budget) {
+        if used > u64::from(self.tun().read_error_budget) {
             let _ = self.fault_leg(leg, FaultReason::ReadErrors { count: used as u32 });
             return false;
         }

@@ -26,8 +26,8 @@ pub enum ResizeError {
     #[error("{size} bytes is not a multiple of the {block_size}-byte block size")]
     Unaligned { size: u64, block_size: u32 },
     #[error(
-        "shrinking a running volume from {from} to {to} bytes would cut off data the host may still \
-         use; shrink the filesystem first, then remove the backstore and re-create it with the new size"
+        "shrinking a running LUN from {from} to {to} bytes could cut off data in use; shrink the \
+         filesystem, then re-create the backstore smaller"
     )]
     Shrink { from: u64, to: u64 },
     #[error("leg {leg} ({path}) holds {have} bytes and the volume would need {need}; grow it first (and rescan it if it is a SAN LUN)")]

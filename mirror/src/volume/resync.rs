@@ -270,9 +270,9 @@ impl Inner {
         }
         let p = self.resync.lock().clone();
         let busy = self.host_idle_for_ms() < HOST_BUSY_MS;
-        let max = p.max_mib_s.unwrap_or(self.cfg.resync_max_mib_s);
+        let max = p.max_mib_s.unwrap_or(self.tun().resync_max_mib_s);
         let rate =
-            if busy { self.cfg.resync_min_mib_s.min(if max == 0 { u64::MAX } else { max }) } else { max };
+            if busy { self.tun().resync_min_mib_s.min(if max == 0 { u64::MAX } else { max }) } else { max };
         if rate == 0 {
             return;
         }

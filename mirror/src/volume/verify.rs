@@ -135,9 +135,9 @@ impl Inner {
     }
 
     fn verify_throttle(&self, started: Instant) {
-        let max = self.resync.lock().max_mib_s.unwrap_or(self.cfg.resync_max_mib_s);
+        let max = self.resync.lock().max_mib_s.unwrap_or(self.tun().resync_max_mib_s);
         let busy = self.host_idle_for_ms() < 200;
-        let rate = if busy { self.cfg.resync_min_mib_s } else { max };
+        let rate = if busy { self.tun().resync_min_mib_s } else { max };
         if rate == 0 {
             return;
         }

@@ -182,6 +182,19 @@ impl Dev {
         unsafe { f(self.fake.as_raw(), &mut cfg) }
     }
 
+    /// Calls `reconfig` with a new cfgstring (an admin wrote `dev_config`);
+    /// returns its result.
+    pub fn reconfig_cfgstring(&self, cfgstring: &str) -> c_int {
+        let f = self.runner.handler().reconfig.expect("reconfig is set");
+        let text = std::ffi::CString::new(cfgstring).expect("no NUL in a cfgstring");
+        let mut cfg = sys::tcmulib_cfg_info {
+            type_: sys::tcmulib_cfg_type_TCMULIB_CFG_DEV_CFGSTR,
+            data: sys::tcmulib_cfg_info__bindgen_ty_1 { dev_cfgstring: text.as_ptr().cast_mut() },
+        };
+        // SAFETY: a live fake device and a valid cfg_info whose string outlives the call.
+        unsafe { f(self.fake.as_raw(), &mut cfg) }
+    }
+
     /// Calls `reconfig` to switch the write cache; returns its result.
     pub fn reconfig_write_cache(&self, on: bool) -> c_int {
         let f = self.runner.handler().reconfig.expect("reconfig is set");

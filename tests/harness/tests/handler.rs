@@ -322,7 +322,32 @@ fn reconfig_grows_the_lun_once_the_legs_are_big_enough_and_never_shrinks_it() {
         assert_eq!(legs.leg_bytes(i, new - 8192, 8192), data, "leg {i} holds the write past the old end");
     }
     assert_eq!(dev.reconfig_size(old), -libc::EOPNOTSUPP);
-    assert!(wait_for_log("shrink the filesystem first", Duration::from_secs(5)));
+    assert!(wait_for_log("shrink the filesystem", Duration::from_secs(5)));
+    dev.close();
+}
+
+#[test]
+fn a_new_cfgstring_changes_the_tunables_at_once_and_nothing_else() {
+    let Some(r) = runner_or_skip("reconfig cfgstring") else { return };
+    let (legs, dev) = open(r, "retune", ";io_timeout_ms=3000");
+    assert_eq!(dev.reconfig_cfgstring(&legs.cfgstring(";io_timeout_ms=3000")), 0, "the same settings");
+    let tuned = legs.cfgstring(";io_timeout_ms=800;resync_max_mib_s=50;flap_limit=5");
+    assert_eq!(dev.reconfig_cfgstring(&tuned), 0);
+    assert!(wait_for_log(
+        "settings changed: io_timeout_ms, resync_max_mib_s, flap_limit",
+        Duration::from_secs(5)
+    ));
+    // Where data lives cannot change under a running LUN.
+    let moved = legs.cfgstring(";io_timeout_ms=800;region_size=1M;write_cache=true");
+    assert_eq!(dev.reconfig_cfgstring(&moved), -libc::EOPNOTSUPP);
+    assert!(wait_for_log(
+        "region_size, write_cache cannot change while the LUN is open",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(dev.reconfig_cfgstring(&legs.cfgstring(";io_timeout_ms=5")), -libc::EOPNOTSUPP);
+    assert!(wait_for_log("io_timeout_ms", Duration::from_secs(5)));
+    assert_eq!(dev.reconfig_cfgstring("hamirror/leg=/nowhere"), -libc::EOPNOTSUPP);
+    assert_eq!(dev.write(0, &pattern(3, 4096), &[]), sts::OK, "the LUN serves on");
     dev.close();
 }
 

@@ -1,10 +1,13 @@
 # shellcheck shell=bash
-# 12-grow: a mirrored LUN grown while the host uses it. The legs (dm over loop
+# 12-reconfig: a mirrored LUN grown while the host uses it, and its settings
+# changed through a new cfgstring. The legs (dm over loop
 # files) are grown first, each with different bytes in its new tail;
 # hamirror-grow.sh sets dev_size, tcmu-runner calls the handler's reconfig, the
 # host rescans and sees the new size, writes and verifies across the old end,
 # and the legs end byte-identical over the new size. Refusals: a leg too small
-# (script and kernel path), a shrink, a size that is no whole block.
+# (script and kernel path), a shrink, a size that is no whole block. Then the
+# TOML file is edited and handed over again (hamirror-reconfig.sh): a new
+# io_timeout_ms applies at once; a new region_size is refused.
 # (Sourced by autorun.sh after guest-lib.sh.)
 
 require_handler
@@ -49,7 +52,7 @@ expect_fail "hamirror-grow.sh refuses to shrink" hamirror-grow.sh vol12 32M
 expect_fail "hamirror-grow.sh refuses a size that is no whole block" hamirror-grow.sh vol12 67109000
 mark=$(runner_log_mark)
 expect_fail "a shrink through dev_size fails" sh -c "echo $((32 << 20)) > $DIR/attrib/dev_size"
-check "tcmu-runner's log says why" log_has "$mark" 'shrink the filesystem first'
+check "tcmu-runner's log says why" log_has "$mark" 'shrink the filesystem'
 check "status still shows 64 MiB" test "$(hm_status vol12 'd["size"]')" = $((64 << 20))
 
 # --- the grow --------------------------------------------------------------------
@@ -70,5 +73,17 @@ COPIED=$(copied)
 figure grow_copied_bytes "$COPIED" bytes
 check "only the new 64 MiB was copied (not the old 64 MiB)" test "$COPIED" -le $(( (64 << 20) + (256 << 10) ))
 check "the event log says so" sh -c "hamirrorctl events vol12 | grep -q 'grown from 67108864 to 134217728'"
+
+# --- settings ----------------------------------------------------------------------
+mark=$(runner_log_mark)
+sed -i '1a io_timeout_ms = 2500' "$CFG"
+must "hamirror-reconfig.sh applies the edited TOML file" hamirror-reconfig.sh vol12
+check "tcmu-runner's log lists the change" log_has "$mark" 'settings changed: io_timeout_ms'
+mark=$(runner_log_mark)
+sed -i '1a region_size = 1048576' "$CFG"
+expect_fail "a new region_size is refused" hamirror-reconfig.sh vol12
+check "...naming the key" log_has "$mark" 'region_size cannot change while the LUN is open'
+sed -i '/^region_size/d' "$CFG"
+check "the LUN serves on" dd if=/dev/urandom of="$DISK" bs=4k count=16 oflag=direct status=none
 must "tear down" hamirror-teardown.sh vol12
 check "the legs are byte-identical over 128 MiB" cmp -s "$LEG0" "$LEG1"

@@ -238,3 +238,56 @@ fn a_lun_re_created_larger_grows_at_open_and_smaller_keeps_its_data() {
     assert_eq!(v.resync_bytes(), 0, "shrinking copies nothing");
     v.shutdown();
 }
+
+#[test]
+fn a_grow_during_a_full_rebuild_leaves_every_leg_identical() {
+    let d = Dir::new("grow-rebuild");
+    let mut cfg = config(&d, 2, OLD);
+    cfg.initial_sync = mirror::config::InitialSync::Full;
+    (cfg.resync_max_mib_s, cfg.resync_min_mib_s) = (4, 1); // keep the initial copy going
+    std::fs::write(&cfg.legs[0].path, pattern(OLD as usize, 6)).unwrap();
+    let (v, _, _) = open(&cfg);
+    wait_for("the rebuild to start", Duration::from_secs(5), || v.status().resync.is_some());
+    assert_eq!(state_name(&v, 1), "rebuilding");
+    grow_legs(&cfg, OLD, NEW);
+    v.grow(NEW).unwrap();
+    write(&v, NEW - 4096, &pattern(4096, 7)).unwrap();
+    v.set_resync_rate(0);
+    assert!(v.wait_resync_idle(Duration::from_secs(30)));
+    assert_eq!(state_name(&v, 1), "in_sync");
+    assert_eq!(read(&v, NEW - 4096, 4096).unwrap(), pattern(4096, 7));
+    v.shutdown();
+    drop(v);
+    legs_identical(&cfg, NEW);
+}
+
+#[test]
+fn a_grow_during_crash_recovery_leaves_every_leg_identical() {
+    let d = Dir::new("grow-recovery");
+    let cfg = config(&d, 2, OLD);
+    let (v, _, _) = open(&cfg);
+    for i in 0..64u64 {
+        write(&v, i * 65536, &pattern(4096, i)).unwrap();
+    }
+    v.abandon();
+    drop(v);
+    // Make the dirty regions differ, as a crash between the legs' writes can.
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&cfg.legs[1].path).unwrap();
+        for i in 0..64u64 {
+            f.write_all_at(&[0xee; 4096], i * 65536).unwrap();
+        }
+    }
+    let slow = VolumeConfig { resync_max_mib_s: 1, resync_min_mib_s: 1, ..cfg.clone() };
+    let (v, _, _) = open(&slow);
+    grow_legs(&cfg, OLD, NEW);
+    v.grow(NEW).unwrap();
+    v.set_resync_rate(0);
+    assert!(v.wait_resync_idle(Duration::from_secs(30)));
+    for i in 0..64u64 {
+        assert_eq!(read(&v, i * 65536, 4096).unwrap(), pattern(4096, i), "region {i}");
+    }
+    v.shutdown();
+    drop(v);
+    legs_identical(&cfg, NEW);
+}

@@ -14,6 +14,9 @@ pub(crate) struct Target {
     name: String,
     volume: Volume,
     control: Mutex<ResyncControl>,
+    /// `hamirrorctl resync rate` was used: its cap wins over the volume's
+    /// configured one (which a new cfgstring may change) until it closes.
+    rate_set: std::sync::atomic::AtomicBool,
 }
 
 /// The commands that act on one leg.
@@ -39,7 +42,7 @@ impl LegVerb {
 impl Target {
     pub(crate) fn new(name: &str, volume: Volume) -> Target {
         let control = ResyncControl { paused: false, max_mib_s: volume.config().resync_max_mib_s };
-        Target { name: name.to_string(), volume, control: Mutex::new(control) }
+        Target { name: name.to_string(), volume, control: Mutex::new(control), rate_set: Default::default() }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -72,7 +75,11 @@ impl Target {
     }
 
     fn control(&self) -> ResyncControl {
-        *self.control.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut c = *self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.rate_set.load(std::sync::atomic::Ordering::Relaxed) {
+            c.max_mib_s = self.volume.config().resync_max_mib_s;
+        }
+        c
     }
 
     fn leg_op(&self, leg: usize, what: LegVerb) -> Response {
@@ -135,6 +142,7 @@ impl Target {
             ResyncAction::Rate(mib) => {
                 self.volume.set_resync_rate(mib);
                 c.max_mib_s = mib;
+                self.rate_set.store(true, std::sync::atomic::Ordering::Relaxed);
                 match mib {
                     0 => "resync rate unlimited until the volume closes".to_string(),
                     n => format!("resync limited to {n} MiB/s until the volume closes"),

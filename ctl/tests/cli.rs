@@ -170,6 +170,18 @@ fn resync_pause_resume_and_rate_show_in_status() {
 }
 
 #[test]
+fn status_shows_the_resync_cap_a_new_configuration_set_until_an_admin_sets_one() {
+    let f = Fixture::new();
+    let cfg = mirror::VolumeConfig { resync_max_mib_s: 77, ..f.volume.config() };
+    assert_eq!(f.volume.retune(&cfg).unwrap(), vec!["resync_max_mib_s"]);
+    assert_eq!(json(&f, &["status", NAME])["resync_control"]["max_mib_s"], 77);
+    assert_exit(&f.ctl(&["resync", NAME, "rate", "40"]), 0);
+    let cfg = mirror::VolumeConfig { resync_max_mib_s: 88, ..f.volume.config() };
+    f.volume.retune(&cfg).unwrap();
+    assert_eq!(json(&f, &["status", NAME])["resync_control"]["max_mib_s"], 40, "the admin's cap wins");
+}
+
+#[test]
 fn resync_progress_shows_a_bar_and_eta() {
     let f = Fixture::new();
     f.paused_difference_resync(4);

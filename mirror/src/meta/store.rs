@@ -84,8 +84,8 @@ impl MetaStore {
     /// Changes the volume's size to `h.size` (nothing else in `h` may differ
     /// from the current header but the generation, states and the like).
     ///
-    /// Growing: `pages` holds the bits of every page from the one holding the
-    /// old last region to the new last page. They are written and made
+    /// Growing: `pages` holds the bits of every page in
+    /// [`grown_pages`](Self::grown_pages). They are written and made
     /// durable on every live copy (files are extended as needed) before the
     /// header that records the new size, so a crash in between leaves the old
     /// size in force, and the new pages unused. Shrinking: only the header is
@@ -102,7 +102,7 @@ impl MetaStore {
         validate(h)?;
         let geom = Geometry::of(h)?;
         let want: Vec<usize> = if geom.regions > g.geom.regions {
-            (g.geom.regions / REGIONS_PER_PAGE..geom.pages).collect()
+            Self::grown_pages(g.geom.regions, geom.regions).collect()
         } else {
             Vec::new()
         };
@@ -181,6 +181,13 @@ impl MetaStore {
     /// Bitmap page index of region `region`.
     pub const fn page_of(region: usize) -> usize {
         region / REGIONS_PER_PAGE
+    }
+
+    /// The pages a grow from `old` to `new` regions must write: from the one
+    /// holding the old last region (the new size may extend that region,
+    /// whose bit is then set) to the new last page.
+    pub fn grown_pages(old: usize, new: usize) -> std::ops::Range<usize> {
+        Self::page_of(old.max(1) - 1)..new.div_ceil(REGIONS_PER_PAGE)
     }
 
     /// Rewrites the current header with the next sequence number on every
@@ -364,8 +371,7 @@ mod tests {
     fn grown(bits: &Bitmap, regions: usize) -> (Bitmap, Vec<usize>) {
         let mut b = bits.clone();
         b.resize(regions, true);
-        let first = bits.len() / REGIONS_PER_PAGE;
-        (b, (first..regions.div_ceil(REGIONS_PER_PAGE)).collect())
+        (b, MetaStore::grown_pages(bits.len(), regions).collect())
     }
 
     #[test]
@@ -391,6 +397,28 @@ mod tests {
         let want: Vec<usize> = std::iter::once(7).chain(old..REGIONS_PER_PAGE + 10).collect();
         assert_eq!(ones(&reopened.bitmap), want);
         assert!(reopened.notes.is_empty(), "{:?}", reopened.notes);
+    }
+
+    #[test]
+    fn a_grow_rewrites_the_full_page_holding_an_old_last_region_it_extends() {
+        let dir = TempDir::new("grow-edge");
+        let paths = dir.copies(1);
+        let mut h = Header::for_tests();
+        // The old last region is partial and the last of a full page.
+        h.size = (REGIONS_PER_PAGE as u64 - 1) * h.region_size + 4096;
+        let opened = MetaStore::create(&paths, &h).unwrap();
+        let mut big = h.clone();
+        big.size += 1 << 20;
+        let geom = Geometry::of(&big).unwrap();
+        let (bits, pages) = grown(&opened.bitmap, geom.regions);
+        let mut bits = bits;
+        bits.set(REGIONS_PER_PAGE - 1, true);
+        assert_eq!(pages, vec![0, 1]);
+        let slices: Vec<_> = pages.iter().map(|&p| (p, &bits[geom.page_bits(p)])).collect();
+        opened.store.resize(&big, &slices).unwrap();
+        drop(opened.store);
+        let reopened = MetaStore::open(&paths).unwrap();
+        assert!(reopened.bitmap[REGIONS_PER_PAGE - 1], "the extended old region is durably dirty");
     }
 
     #[test]

@@ -291,8 +291,8 @@ impl Intent {
                 map.bits[w].fetch_or(m, Ordering::Release);
             }
         }
-        let first = (old.0 as usize / MetaStore::regions_per_page())..map.pending.len();
-        let pages: Vec<(usize, Bits)> = first.map(|p| (p, map.snapshot(p))).collect();
+        let pages: Vec<(usize, Bits)> =
+            MetaStore::grown_pages(old.0 as usize, regions as usize).map(|p| (p, map.snapshot(p))).collect();
         drop(map);
         let slices: Vec<_> = pages.iter().map(|(p, b)| (*p, b.as_bitslice())).collect();
         let result = resize(&slices);

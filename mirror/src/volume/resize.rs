@@ -140,14 +140,7 @@ pub(super) fn resize_at_open(
         let dirty_from = old / header.region_size;
         bitmap.resize(regions, true);
         bitmap[dirty_from as usize..].fill(true);
-        let first = (old.div_ceil(header.region_size) as usize) / rpp;
-        let partial = dirty_from as usize / rpp;
-        if partial < first {
-            // The old last region, which the new size extends, sits on a
-            // page the resize does not rewrite.
-            store.write_pages(&[(partial, &bitmap[partial * rpp..first * rpp])])?;
-        }
-        let pages: Vec<_> = (first..regions.div_ceil(rpp))
+        let pages: Vec<_> = MetaStore::grown_pages(old.div_ceil(header.region_size) as usize, regions)
             .map(|p| (p, &bitmap[p * rpp..((p + 1) * rpp).min(regions)]))
             .collect();
         store.resize(&new, &pages)?;

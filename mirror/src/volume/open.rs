@@ -66,7 +66,7 @@ pub(super) fn open(
         legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
     }
     let recovery = match (crash_recovery(&req, unclean, &intent, &legs), resized) {
-        (None, AtOpen::Grown { dirty_from }) => new_capacity(&legs, dirty_from),
+        (None, AtOpen::Grown { dirty_from }) => resize::new_capacity(&legs, dirty_from),
         (rec, _) => rec,
     };
     let inner = Arc::new(Inner {
@@ -343,17 +343,6 @@ fn crash_recovery(cfg: &VolumeConfig, unclean: bool, intent: &Intent, legs: &[Ar
     }
     let source = cfg.source.unwrap_or_else(|| legs.iter().position(|l| l.is_in_sync()).unwrap_or(0));
     Some(Recovery { source, cursor: 0, kind: ResyncKind::CrashRecovery })
-}
-
-/// After growing at open: the new regions are copied from one in-sync leg
-/// (see `resize.rs`), if another leg takes writes.
-fn new_capacity(legs: &[Arc<Leg>], from: u64) -> Option<Recovery> {
-    let source = legs.iter().position(|l| l.is_in_sync())?;
-    legs.iter().any(|l| l.index != source && l.takes_writes()).then_some(Recovery {
-        source,
-        cursor: from,
-        kind: ResyncKind::NewCapacity,
-    })
 }
 
 fn note_event(note: CopyNote) -> Event {

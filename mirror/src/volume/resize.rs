@@ -14,6 +14,7 @@
 //! metadata forgets the regions past the new end. Online, a shrink is
 //! refused, since the host may still hold data there.
 
+use super::leg::Leg;
 use super::{Inner, Recovery, Volume};
 use crate::event::{Event, ResyncKind};
 use crate::meta::{Bitmap, Header, MetaError, MetaStore};
@@ -100,15 +101,22 @@ impl Inner {
     fn copy_new_capacity(&self, from: u64) {
         let mut rec = self.recovery.lock();
         if rec.is_none() {
-            let source = self.legs.iter().position(|l| l.is_in_sync());
-            let others = |s: usize| self.legs.iter().any(|l| l.index != s && l.takes_writes());
-            if let Some(source) = source.filter(|&s| others(s)) {
-                *rec = Some(Recovery { source, cursor: from, kind: ResyncKind::NewCapacity });
-            }
+            *rec = new_capacity(&self.legs, from);
         }
         drop(rec);
         self.resync_wake.notify_all();
     }
+}
+
+/// The copy of new capacity (regions `from..`) from the first in-sync leg,
+/// if another leg takes writes.
+pub(super) fn new_capacity(legs: &[Arc<Leg>], from: u64) -> Option<Recovery> {
+    let source = legs.iter().position(|l| l.is_in_sync())?;
+    legs.iter().any(|l| l.index != source && l.takes_writes()).then_some(Recovery {
+        source,
+        cursor: from,
+        kind: ResyncKind::NewCapacity,
+    })
 }
 
 /// What an open did to the metadata's size.

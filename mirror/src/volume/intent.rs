@@ -332,13 +332,18 @@ impl Intent {
         self.count_set_from(0)
     }
 
-    /// How many regions from `from` on are set.
+    /// How many regions from `from` on are set (bits past the last region,
+    /// which a bitmap truncated at open may keep in its last word, are not).
     pub fn count_set_from(&self, from: u64) -> u64 {
         let map = self.map.read();
-        let Some(first) = map.bits.get((from / 64) as usize) else { return 0 };
-        let head = u64::from((first.load(Ordering::Relaxed) & (!0u64 << (from % 64))).count_ones());
-        let rest = &map.bits[(from / 64) as usize + 1..];
-        head + rest.iter().map(|w| u64::from(w.load(Ordering::Relaxed).count_ones())).sum::<u64>()
+        (from / 64..map.regions.div_ceil(64))
+            .map(|w| {
+                let lo = if w == from / 64 { !0u64 << (from % 64) } else { !0 };
+                let end = map.regions - w * 64;
+                let hi = if end < 64 { (1u64 << end) - 1 } else { !0 };
+                u64::from((map.bits[w as usize].load(Ordering::Relaxed) & lo & hi).count_ones())
+            })
+            .sum()
     }
 
     pub fn len(&self) -> u64 {
@@ -500,9 +505,25 @@ mod tests {
         assert_eq!(i.next_set(4), Some(130));
         assert_eq!(i.next_set(131), None);
         assert_eq!(i.count_set(), 2);
+        assert_eq!((i.count_set_from(3), i.count_set_from(4), i.count_set_from(131)), (2, 1, 0));
         let snap = i.map.read().snapshot(0);
         assert_eq!(snap.len(), 200);
         assert!(snap[130] && snap[3] && !snap[4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bits_a_truncated_bitmap_keeps_past_its_end_are_not_counted() {
+        let dir = std::env::temp_dir().join(format!("hm-intent-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m");
+        let _ = std::fs::remove_file(&path);
+        let h = crate::meta::Header::new("t", 130 * 4096, 512, 4096, vec![]).unwrap();
+        let opened = MetaStore::create(&[path], &h).unwrap();
+        let mut bits = Bits::repeat(true, 200);
+        bits.truncate(130); // as an open that shrank the volume leaves it
+        let i = Intent::new(Arc::new(opened.store), bits, 4096, true);
+        assert_eq!((i.count_set(), i.count_set_from(129), i.next_set(130)), (130, 1, None));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

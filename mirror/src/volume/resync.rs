@@ -136,7 +136,7 @@ impl Inner {
         let total = if full {
             (regions - cursor.min(regions)) * self.intent.region_bytes()
         } else {
-            (cursor..regions).filter(|&r| self.intent.is_set(r)).count() as u64 * self.intent.region_bytes()
+            self.intent.count_set_from(cursor) * self.intent.region_bytes()
         };
         self.begin_progress(leg, kind, total);
         let t0 = Instant::now();

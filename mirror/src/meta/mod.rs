@@ -22,7 +22,7 @@ mod open;
 mod repair;
 mod store;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use format::{DecodeError, FORMAT_VERSION, PAGE_SIZE, REGIONS_PER_PAGE, SLOT_SIZE};
 pub use header::{random_id, Header, LegRecord, RecordedState};

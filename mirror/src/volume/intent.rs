@@ -488,19 +488,24 @@ impl Intent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::testutil::TempDir;
+    use crate::meta::Header;
+
+    /// An intent over `bits`, one per region of `region` bytes, with its
+    /// metadata in `dir`.
+    fn intent(dir: &TempDir, bits: Bits, region: u64) -> Arc<Intent> {
+        let h = Header::new("t", bits.len() as u64 * region, 512, region, vec![]).unwrap();
+        let opened = MetaStore::create(&[dir.path("m")], &h).unwrap();
+        Intent::new(Arc::new(opened.store), bits, region, true)
+    }
 
     #[test]
     fn next_set_finds_bits_across_words_and_stops_at_the_end() {
         let mut b = Bits::repeat(false, 200);
         b.set(3, true);
         b.set(130, true);
-        let dir = std::env::temp_dir().join(format!("hm-intent-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m");
-        let _ = std::fs::remove_file(&path);
-        let h = crate::meta::Header::new("t", 200 * 4096, 512, 4096, vec![]).unwrap();
-        let opened = MetaStore::create(&[path], &h).unwrap();
-        let i = Intent::new(Arc::new(opened.store), b, 4096, true);
+        let dir = TempDir::new("intent");
+        let i = intent(&dir, b, 4096);
         assert_eq!(i.next_set(0), Some(3));
         assert_eq!(i.next_set(4), Some(130));
         assert_eq!(i.next_set(131), None);
@@ -509,33 +514,21 @@ mod tests {
         let snap = i.map.read().snapshot(0);
         assert_eq!(snap.len(), 200);
         assert!(snap[130] && snap[3] && !snap[4]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn bits_a_truncated_bitmap_keeps_past_its_end_are_not_counted() {
-        let dir = std::env::temp_dir().join(format!("hm-intent-tail-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m");
-        let _ = std::fs::remove_file(&path);
-        let h = crate::meta::Header::new("t", 130 * 4096, 512, 4096, vec![]).unwrap();
-        let opened = MetaStore::create(&[path], &h).unwrap();
+        let dir = TempDir::new("intent");
         let mut bits = Bits::repeat(true, 200);
         bits.truncate(130); // as an open that shrank the volume leaves it
-        let i = Intent::new(Arc::new(opened.store), bits, 4096, true);
+        let i = intent(&dir, bits, 4096);
         assert_eq!((i.count_set(), i.count_set_from(129), i.next_set(130)), (130, 1, None));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_grow_the_store_refuses_leaves_the_bitmap_as_it_was() {
-        let dir = std::env::temp_dir().join(format!("hm-intent-grow-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m");
-        let _ = std::fs::remove_file(&path);
-        let h = crate::meta::Header::new("t", 100 * 4096, 512, 4096, vec![]).unwrap();
-        let opened = MetaStore::create(&[path], &h).unwrap();
-        let i = Intent::new(Arc::new(opened.store), Bits::repeat(false, 100), 4096, true);
+        let dir = TempDir::new("intent");
+        let i = intent(&dir, Bits::repeat(false, 100), 4096);
         let refused = || Err(MetaError::Invalid { what: "no".into() });
         assert!(i.grow(300, 99, |_| refused()).is_err());
         assert_eq!((i.len(), i.next_set(100)), (100, None));
@@ -550,7 +543,6 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![(0, 300, 201)]);
         assert_eq!((i.len(), i.count_set_from(100), i.next_set(0)), (300, 200, Some(99)));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -558,17 +550,11 @@ mod tests {
         let region = crate::config::DEFAULT_REGION_SIZE;
         let size = 1u64 << 40;
         let regions = (size / region) as usize;
-        let dir = std::env::temp_dir().join(format!("hm-intent-tib-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m");
-        let _ = std::fs::remove_file(&path);
-        let h = crate::meta::Header::new("t", size, 512, region, vec![]).unwrap();
-        let opened = MetaStore::create(&[path], &h).unwrap();
-        let i = Intent::new(Arc::new(opened.store), Bits::repeat(false, regions), region, true);
+        let dir = TempDir::new("intent");
+        let i = intent(&dir, Bits::repeat(false, regions), region);
         let map = i.map.read();
         let bytes = (map.bits.len() + map.pending.len()) * std::mem::size_of::<AtomicU64>();
         assert!(bytes <= 1 << 20, "{bytes} bytes of bitmap state for 1 TiB");
         assert_eq!(map.bits.len() * 8, 512 << 10);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

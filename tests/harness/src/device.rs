@@ -171,39 +171,33 @@ impl Dev {
         self.run(&Op::Flush, &[]).status
     }
 
+    /// Calls `reconfig` as libtcmu does for one change; returns its result.
+    fn reconfig(&self, type_: sys::tcmulib_cfg_type, data: sys::tcmulib_cfg_info__bindgen_ty_1) -> c_int {
+        let f = self.runner.handler().reconfig.expect("reconfig is set");
+        let mut cfg = sys::tcmulib_cfg_info { type_, data };
+        // SAFETY: a live fake device and a valid cfg_info; a string in `data`
+        // is the caller's and outlives the call.
+        unsafe { f(self.fake.as_raw(), &mut cfg) }
+    }
+
     /// Calls `reconfig` with a new size; returns its result.
     pub fn reconfig_size(&self, size: u64) -> c_int {
-        let f = self.runner.handler().reconfig.expect("reconfig is set");
-        let mut cfg = sys::tcmulib_cfg_info {
-            type_: sys::tcmulib_cfg_type_TCMULIB_CFG_DEV_SIZE,
-            data: sys::tcmulib_cfg_info__bindgen_ty_1 { dev_size: size },
-        };
-        // SAFETY: a live fake device and a valid cfg_info, as libtcmu passes.
-        unsafe { f(self.fake.as_raw(), &mut cfg) }
+        let data = sys::tcmulib_cfg_info__bindgen_ty_1 { dev_size: size };
+        self.reconfig(sys::tcmulib_cfg_type_TCMULIB_CFG_DEV_SIZE, data)
     }
 
     /// Calls `reconfig` with a new cfgstring (an admin wrote `dev_config`);
     /// returns its result.
     pub fn reconfig_cfgstring(&self, cfgstring: &str) -> c_int {
-        let f = self.runner.handler().reconfig.expect("reconfig is set");
         let text = std::ffi::CString::new(cfgstring).expect("no NUL in a cfgstring");
-        let mut cfg = sys::tcmulib_cfg_info {
-            type_: sys::tcmulib_cfg_type_TCMULIB_CFG_DEV_CFGSTR,
-            data: sys::tcmulib_cfg_info__bindgen_ty_1 { dev_cfgstring: text.as_ptr().cast_mut() },
-        };
-        // SAFETY: a live fake device and a valid cfg_info whose string outlives the call.
-        unsafe { f(self.fake.as_raw(), &mut cfg) }
+        let data = sys::tcmulib_cfg_info__bindgen_ty_1 { dev_cfgstring: text.as_ptr().cast_mut() };
+        self.reconfig(sys::tcmulib_cfg_type_TCMULIB_CFG_DEV_CFGSTR, data)
     }
 
     /// Calls `reconfig` to switch the write cache; returns its result.
     pub fn reconfig_write_cache(&self, on: bool) -> c_int {
-        let f = self.runner.handler().reconfig.expect("reconfig is set");
-        let mut cfg = sys::tcmulib_cfg_info {
-            type_: sys::tcmulib_cfg_type_TCMULIB_CFG_WRITE_CACHE,
-            data: sys::tcmulib_cfg_info__bindgen_ty_1 { write_cache: on },
-        };
-        // SAFETY: a live fake device and a valid cfg_info, as libtcmu passes.
-        unsafe { f(self.fake.as_raw(), &mut cfg) }
+        let data = sys::tcmulib_cfg_info__bindgen_ty_1 { write_cache: on };
+        self.reconfig(sys::tcmulib_cfg_type_TCMULIB_CFG_WRITE_CACHE, data)
     }
 
     /// Closes the device as the runner does once no command is in flight.

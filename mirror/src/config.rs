@@ -89,43 +89,58 @@ pub struct VolumeConfig {
     pub source_token: String,
 }
 
-/// The settings a running volume can change ([`crate::Volume::retune`]):
-/// they steer timing and policy, not where data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tunables {
-    pub io_timeout_ms: u64,
-    pub last_leg_grace_ms: u64,
-    pub resync_max_mib_s: u64,
-    pub resync_min_mib_s: u64,
-    pub read_error_budget: u32,
-    pub bitmap_clear_delay_ms: u64,
-    pub auto_failback: bool,
-    pub failback_delay_ms: u64,
-    pub flap_limit: u32,
-    pub flap_window_s: u64,
+/// Declares [`Tunables`] and its conversions from and to [`VolumeConfig`]
+/// from one list of keys, so that none of them can leave a key out.
+macro_rules! tunables {
+    ($($key:ident: $ty:ty),* $(,)?) => {
+        /// The settings a running volume can change
+        /// ([`crate::Volume::retune`]): they steer timing and policy, not
+        /// where data lives. Each means what the [`VolumeConfig`] field of
+        /// the same name does.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Tunables {
+            $(pub $key: $ty,)*
+        }
+
+        impl Tunables {
+            /// The keys whose values differ from `other`'s, by their config names.
+            pub fn changed(&self, other: &Tunables) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $(if self.$key != other.$key {
+                    keys.push(stringify!($key));
+                })*
+                keys
+            }
+        }
+
+        impl VolumeConfig {
+            pub fn tunables(&self) -> Tunables {
+                Tunables { $($key: self.$key,)* }
+            }
+
+            pub fn with_tunables(self, t: Tunables) -> VolumeConfig {
+                VolumeConfig { $($key: t.$key,)* ..self }
+            }
+        }
+    };
+}
+
+tunables! {
+    io_timeout_ms: u64,
+    last_leg_grace_ms: u64,
+    resync_max_mib_s: u64,
+    resync_min_mib_s: u64,
+    read_error_budget: u32,
+    bitmap_clear_delay_ms: u64,
+    auto_failback: bool,
+    failback_delay_ms: u64,
+    flap_limit: u32,
+    flap_window_s: u64,
 }
 
 impl Tunables {
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io_timeout_ms)
-    }
-
-    /// The keys whose values differ from `other`'s, by their config names.
-    pub fn changed(&self, other: &Tunables) -> Vec<&'static str> {
-        let (a, b) = (self, other);
-        let all = [
-            ("io_timeout_ms", a.io_timeout_ms != b.io_timeout_ms),
-            ("last_leg_grace_ms", a.last_leg_grace_ms != b.last_leg_grace_ms),
-            ("resync_max_mib_s", a.resync_max_mib_s != b.resync_max_mib_s),
-            ("resync_min_mib_s", a.resync_min_mib_s != b.resync_min_mib_s),
-            ("read_error_budget", a.read_error_budget != b.read_error_budget),
-            ("bitmap_clear_delay_ms", a.bitmap_clear_delay_ms != b.bitmap_clear_delay_ms),
-            ("auto_failback", a.auto_failback != b.auto_failback),
-            ("failback_delay_ms", a.failback_delay_ms != b.failback_delay_ms),
-            ("flap_limit", a.flap_limit != b.flap_limit),
-            ("flap_window_s", a.flap_window_s != b.flap_window_s),
-        ];
-        all.into_iter().filter(|&(_, d)| d).map(|(k, _)| k).collect()
     }
 }
 
@@ -230,37 +245,6 @@ impl VolumeConfig {
 
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io_timeout_ms)
-    }
-
-    pub fn tunables(&self) -> Tunables {
-        Tunables {
-            io_timeout_ms: self.io_timeout_ms,
-            last_leg_grace_ms: self.last_leg_grace_ms,
-            resync_max_mib_s: self.resync_max_mib_s,
-            resync_min_mib_s: self.resync_min_mib_s,
-            read_error_budget: self.read_error_budget,
-            bitmap_clear_delay_ms: self.bitmap_clear_delay_ms,
-            auto_failback: self.auto_failback,
-            failback_delay_ms: self.failback_delay_ms,
-            flap_limit: self.flap_limit,
-            flap_window_s: self.flap_window_s,
-        }
-    }
-
-    pub fn with_tunables(self, t: Tunables) -> VolumeConfig {
-        VolumeConfig {
-            io_timeout_ms: t.io_timeout_ms,
-            last_leg_grace_ms: t.last_leg_grace_ms,
-            resync_max_mib_s: t.resync_max_mib_s,
-            resync_min_mib_s: t.resync_min_mib_s,
-            read_error_budget: t.read_error_budget,
-            bitmap_clear_delay_ms: t.bitmap_clear_delay_ms,
-            auto_failback: t.auto_failback,
-            failback_delay_ms: t.failback_delay_ms,
-            flap_limit: t.flap_limit,
-            flap_window_s: t.flap_window_s,
-            ..self
-        }
     }
 
     /// The keys other than the [`Tunables`] (and the size, which is the

@@ -41,7 +41,7 @@ impl LegVerb {
 
 impl Target {
     pub(crate) fn new(name: &str, volume: Volume) -> Target {
-        let control = ResyncControl { paused: false, max_mib_s: volume.config().resync_max_mib_s };
+        let control = ResyncControl { paused: false, max_mib_s: volume.tunables().resync_max_mib_s };
         Target { name: name.to_string(), volume, control: Mutex::new(control), rate_set: Default::default() }
     }
 
@@ -77,7 +77,7 @@ impl Target {
     fn control(&self) -> ResyncControl {
         let mut c = *self.control.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.rate_set.load(std::sync::atomic::Ordering::Relaxed) {
-            c.max_mib_s = self.volume.config().resync_max_mib_s;
+            c.max_mib_s = self.volume.tunables().resync_max_mib_s;
         }
         c
     }

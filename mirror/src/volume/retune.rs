@@ -20,6 +20,11 @@ pub enum RetuneError {
 }
 
 impl Volume {
+    /// The tunables in force.
+    pub fn tunables(&self) -> Tunables {
+        self.inner().tun()
+    }
+
     /// Applies `cfg`'s tunables if nothing else in it differs from the
     /// configuration in force (its size is ignored: the LUN decides that).
     /// Returns the keys that changed.

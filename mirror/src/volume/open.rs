@@ -124,11 +124,8 @@ fn open_legs(
             Ok(b) => out.push(Ok(b)),
             // An array that is down must not keep the LUN down: an existing
             // volume starts with the leg faulted and takes it back later.
-            Err(OpenError::LegMissing { .. }) | Err(OpenError::LegOpen { .. }) if existing => {
-                let why = open_leg(cfg, i, cfg.size, &faults, &opened)
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
+            Err(e @ (OpenError::LegMissing { .. } | OpenError::LegOpen { .. })) if existing => {
+                let why = e.to_string();
                 log::error!("{}: starting without leg {i}: {why}", cfg.name);
                 out.push(Err(why));
             }

@@ -113,19 +113,7 @@ impl MetaStore {
                 format!("a resize to {} regions must write pages {want:?}, got {given:?}", geom.regions);
             return Err(MetaError::Invalid { what });
         }
-        if !pages.is_empty() {
-            g.pseq += 1;
-            let (id, seq, len) = (old.volume_id, g.pseq, geom.file_len());
-            let images: Vec<(u64, Vec<u8>)> =
-                pages.iter().map(|&(p, bits)| (page_offset(p), encode_page(&id, p, seq, bits))).collect();
-            g.each_live(|f| {
-                if f.metadata()?.len() < len {
-                    f.set_len(len)?;
-                }
-                images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
-                f.sync_data()
-            })?;
-        }
+        g.put_pages(pages, Some(geom.file_len()))?;
         g.put_header(h)?;
         g.geom = geom;
         Ok(())
@@ -155,17 +143,7 @@ impl MetaStore {
                 });
             }
         }
-        if pages.is_empty() {
-            return Ok(());
-        }
-        g.pseq += 1;
-        let (id, seq) = (g.header.volume_id, g.pseq);
-        let images: Vec<(u64, Vec<u8>)> =
-            pages.iter().map(|&(p, bits)| (page_offset(p), encode_page(&id, p, seq, bits))).collect();
-        let lost = g.each_live(|f| {
-            images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
-            f.sync_data()
-        })?;
+        let lost = g.put_pages(pages, None)?;
         if lost > 0 {
             let h = g.header.clone();
             g.put_header(&h)?; // see `mark_losses`
@@ -251,6 +229,33 @@ impl Inner {
             Some(p) => Err(MetaError::Invalid { what: format!("bitmap page {p} of {}", self.geom.pages) }),
             None => Ok(()),
         }
+    }
+
+    /// Writes bitmap pages with the next page sequence to every live copy,
+    /// first extending a copy shorter than `extend_to` (a grow), and makes
+    /// them durable.
+    /// Returns how many copies were lost (see `each_live`).
+    fn put_pages(
+        &mut self,
+        pages: &[(usize, &BitSlice<u64, Lsb0>)],
+        extend_to: Option<u64>,
+    ) -> Result<usize, MetaError> {
+        if pages.is_empty() {
+            return Ok(0);
+        }
+        self.pseq += 1;
+        let (id, seq) = (self.header.volume_id, self.pseq);
+        let images: Vec<(u64, Vec<u8>)> =
+            pages.iter().map(|&(p, bits)| (page_offset(p), encode_page(&id, p, seq, bits))).collect();
+        self.each_live(|f| {
+            if let Some(len) = extend_to {
+                if f.metadata()?.len() < len {
+                    f.set_len(len)?;
+                }
+            }
+            images.iter().try_for_each(|(at, img)| f.write_all_at(img, *at))?;
+            f.sync_data()
+        })
     }
 
     /// Writes `h` with the next header sequence to every live copy.

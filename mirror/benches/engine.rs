@@ -97,6 +97,33 @@ fn run_qd(qd: usize, op: impl Fn(&mut Offsets) + Sync, bs: usize, random: bool) 
     total.into_inner() as f64 / secs().as_secs_f64()
 }
 
+/// Drives the volume as tcmu-runner does: one thread keeps `qd` commands in
+/// flight and submits the next when one completes (completions arrive on the
+/// engine's threads). Returns completed I/Os per second.
+fn run_async(qd: usize, start: impl Fn(u64, mirror::Done), bs: usize, random: bool) -> f64 {
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let mut o = Offsets::for_worker(0, 1, bs, random);
+    let submit = |o: &mut Offsets| {
+        let tx = tx.clone();
+        start(o.next(), Box::new(move |r| r.map(|()| tx.send(()).unwrap()).unwrap()));
+    };
+    let until = Instant::now() + secs();
+    for _ in 0..qd {
+        submit(&mut o);
+    }
+    let (mut outstanding, mut n) = (qd, 0u64);
+    while outstanding > 0 {
+        rx.recv().unwrap();
+        outstanding -= 1;
+        n += 1;
+        if Instant::now() < until {
+            submit(&mut o);
+            outstanding += 1;
+        }
+    }
+    n as f64 / secs().as_secs_f64()
+}
+
 /// The physical limit of a 2-way mirror: each worker writes leg 0 itself and
 /// leg 1 through a companion thread, in parallel, and waits for both.
 fn run_qd_pair(qd: usize, files: &[File], data: &[u8], bs: usize, random: bool) -> f64 {
@@ -137,6 +164,17 @@ fn sync_io<T: Send + 'static>(f: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
     rx.recv().unwrap()
 }
 
+/// Host data at a page-aligned address, as in the tcmu ring.
+struct Aligned(mirror::buf::AlignedBuf);
+impl HostWriteBuf for Aligned {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        vec![std::io::IoSlice::new(self.0.as_slice())]
+    }
+}
+
 struct Sink(usize);
 impl HostReadBuf for Sink {
     fn len(&self) -> usize {
@@ -163,7 +201,7 @@ fn legs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn volume(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>) -> Volume {
-    volume_with(dir, paths, faults, 32, true)
+    volume_with(dir, paths, faults, 32, true, false)
 }
 
 /// `leg_threads` bounds how many I/Os a leg serves at once (an array's depth).
@@ -173,12 +211,13 @@ fn volume_with(
     faults: Option<Arc<FaultInjector>>,
     leg_threads: usize,
     bitmap: bool,
+    direct: bool,
 ) -> Volume {
     let _ = std::fs::remove_file(dir.join("meta"));
     let cfg = VolumeConfig {
         name: "bench".into(),
         size: SIZE,
-        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(false) }).collect(),
+        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(direct) }).collect(),
         metadata: vec![dir.join("meta")],
         initial_sync: InitialSync::None,
         write_cache: true,
@@ -220,9 +259,9 @@ fn bench_dir(dir: &Path, label: &str) {
         };
         let buf: Arc<dyn HostWriteBuf> = Arc::new(data.clone());
         let mirror = if c.write {
-            run_qd(c.qd, |o| sync_io(|d| v.write(o.next(), buf.clone(), d)).unwrap(), c.bs, c.random)
+            run_async(c.qd, |off, d| v.write(off, buf.clone(), d), c.bs, c.random)
         } else {
-            run_qd(c.qd, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(c.bs)), d)).unwrap(), c.bs, c.random)
+            run_async(c.qd, |off, d| v.read(off, Box::new(Sink(c.bs)), d), c.bs, c.random)
         };
         println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
     }
@@ -236,7 +275,7 @@ fn bench_dir(dir: &Path, label: &str) {
     let data = vec![1u8; w];
     let buf: Arc<dyn HostWriteBuf> = Arc::new(data.clone());
     let d = run_qd_pair(1, &files, &data, w, true);
-    let m = run_qd(1, |o| sync_io(|dn| v.write(o.next(), buf.clone(), dn)).unwrap(), w, true);
+    let m = run_async(1, |off, d| v.write(off, buf.clone(), d), w, true);
     println!("added latency, 4k write qd1: {:.1} us ({:.1} -> {:.1} us)", lat(m) - lat(d), lat(d), lat(m));
     v.shutdown();
     drop(v);
@@ -244,10 +283,10 @@ fn bench_dir(dir: &Path, label: &str) {
     // Balanced reads over legs that each add 1 ms per I/O.
     let faults = FaultInjector::new();
     faults.add(Rule::parse("op=read action=delay ms=1").unwrap());
-    let v = volume_with(dir, &paths, Some(faults), 8, true);
-    let two = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
+    let v = volume_with(dir, &paths, Some(faults), 8, true, false);
+    let two = run_async(32, |off, d| v.read(off, Box::new(Sink(4096)), d), 4096, true);
     v.fail_leg(1).unwrap();
-    let one = run_qd(32, |o| sync_io(|d| v.read(o.next(), Box::new(Sink(4096)), d)).unwrap(), 4096, true);
+    let one = run_async(32, |off, d| v.read(off, Box::new(Sink(4096)), d), 4096, true);
     println!("4k randread qd32, legs with 1 ms latency and 8 I/Os at once each: one leg {one:.0} IOPS, two legs {two:.0} IOPS, ratio {:.2}", two / one);
     v.shutdown();
     drop(v);
@@ -263,12 +302,12 @@ fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
     let mut without = Vec::new();
     for _ in 0..3 {
         for bitmap in [true, false] {
-            let v = volume_with(dir, paths, None, 32, bitmap);
+            let v = volume_with(dir, paths, None, 32, bitmap, false);
             let warm: Arc<dyn HostWriteBuf> = Arc::new(vec![0u8; 4096]);
             for r in (0..SIZE).step_by(256 * 1024) {
                 sync_io(|d| v.write(r, warm.clone(), d)).unwrap();
             }
-            let iops = run_qd(32, |o| sync_io(|d| v.write(o.next(), buf.clone(), d)).unwrap(), 4096, true);
+            let iops = run_async(32, |off, d| v.write(off, buf.clone(), d), 4096, true);
             if bitmap {
                 with.push(iops)
             } else {
@@ -288,12 +327,40 @@ fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
     );
 }
 
+/// Writes with `O_DIRECT` legs (the product's default), against `O_DIRECT`
+/// writes of both files in parallel.
+fn bench_direct(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let paths = legs(dir);
+    let files: Vec<File> = paths
+        .iter()
+        .map(|p| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(p).unwrap()
+        })
+        .collect();
+    println!("\n== files on disk with O_DIRECT: {}", dir.display());
+    println!("{:<20} {:>12} {:>12} {:>7}", "case", "direct IOPS", "mirror IOPS", "ratio");
+    let v = volume_with(dir, &paths, None, 32, true, true);
+    for c in CASES.iter().filter(|c| c.write && only().is_none_or(|o| c.name.contains(&o))) {
+        let data = mirror::buf::AlignedBuf::from_slice(&vec![0xa5u8; c.bs]);
+        let base = run_qd_pair(c.qd, &files, data.as_slice(), c.bs, c.random);
+        let buf: Arc<dyn HostWriteBuf> = Arc::new(Aligned(data));
+        let mirror = run_async(c.qd, |off, d| v.write(off, buf.clone(), d), c.bs, c.random);
+        println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
+    }
+    v.shutdown();
+    drop(v);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let pid = std::process::id();
     bench_dir(&std::env::temp_dir().join(format!("hm-bench-{pid}")), "files on disk");
+    bench_direct(&std::env::temp_dir().join(format!("hm-bench-direct-{pid}")));
     if Path::new("/dev/shm").is_dir() {
         bench_dir(Path::new(&format!("/dev/shm/hm-bench-{pid}")), "tmpfs (CPU overhead only)");
     }

@@ -147,6 +147,25 @@ impl AlignedBuf {
     }
 }
 
+impl uring::ReadBuf for AlignedBuf {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        AlignedBuf::as_mut_slice(self)
+    }
+}
+
+impl uring::WriteBufs for AlignedBuf {
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        vec![IoSlice::new(self.as_slice())]
+    }
+}
+
+/// Host data goes to the ring as it is, shared by every leg's write.
+impl uring::WriteBufs for dyn HostWriteBuf {
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        HostWriteBuf::slices(self)
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let Some(c) = size_class(self.len) else { return };

@@ -57,7 +57,12 @@ pub struct VolumeConfig {
     pub unmap_zero_fill: bool,
     /// Read errors a leg may have (each repaired from another leg) before it is faulted.
     pub read_error_budget: u32,
-    /// I/O threads per leg (the leg's queue depth).
+    /// How legs do their I/O: `auto` (io_uring where the kernel allows it,
+    /// else threads), `io_uring` (refuse to open without it) or `threads`.
+    pub io_engine: IoEngine,
+    /// I/O threads per leg: with `threads`, the leg's queue depth; with
+    /// io_uring, they serve only what the ring does not (discards, zeroing,
+    /// and I/O a fault rule may fire for).
     pub leg_threads: usize,
     /// A region is cleared in the bitmap once idle this long, in milliseconds.
     pub bitmap_clear_delay_ms: u64,
@@ -146,6 +151,15 @@ impl Tunables {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum IoEngine {
+    #[default]
+    Auto,
+    IoUring,
+    Threads,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InitialSync {
     #[default]
     Full,
@@ -169,6 +183,7 @@ impl Default for VolumeConfig {
             write_cache: false,
             unmap_zero_fill: false,
             read_error_budget: 20,
+            io_engine: IoEngine::Auto,
             leg_threads: 8,
             bitmap_clear_delay_ms: 5_000,
             auto_failback: true,
@@ -261,6 +276,7 @@ impl VolumeConfig {
             ("direct_io", a.direct_io != b.direct_io),
             ("write_cache", a.write_cache != b.write_cache),
             ("unmap_zero_fill", a.unmap_zero_fill != b.unmap_zero_fill),
+            ("io_engine", a.io_engine != b.io_engine),
             ("leg_threads", a.leg_threads != b.leg_threads),
             ("initial_sync", a.initial_sync != b.initial_sync),
             ("bitmap", a.bitmap != b.bitmap),

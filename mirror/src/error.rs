@@ -83,4 +83,9 @@ pub enum OpenError {
     NoTrustedLeg,
     #[error("cannot start the volume's threads")]
     Spawn(#[source] io::Error),
+    #[error("io_engine=io_uring, but this kernel does not give an io_uring (check kernel.io_uring_disabled, and the seccomp profile of a container); use io_engine=auto or threads")]
+    IoUring {
+        #[source]
+        source: io::Error,
+    },
 }

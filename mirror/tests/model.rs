@@ -7,6 +7,7 @@
 
 mod common;
 use common::*;
+use mirror::config::IoEngine;
 use mirror::IoError;
 use std::time::Duration;
 
@@ -99,9 +100,10 @@ fn check_legs(cfg: &mirror::VolumeConfig, models: &[Model]) {
     }
 }
 
-fn run_model(seed: u64, crash_midway: bool) {
+fn run_model(seed: u64, crash_midway: bool, engine: IoEngine) {
     let d = Dir::new(&format!("model-{seed}"));
     let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.io_engine = engine;
     cfg.flap_limit = 100; // random faults must not park a leg for good
     let (v, faults, _) = open(&cfg);
     inject_random_faults(&faults, seed);
@@ -142,13 +144,21 @@ fn run_model(seed: u64, crash_midway: bool) {
 #[test]
 fn random_concurrent_io_under_random_faults_matches_the_reference() {
     for seed in 1..=3 {
-        run_model(seed, false);
+        run_model(seed, false, IoEngine::IoUring);
     }
 }
 
 #[test]
 fn random_io_with_a_crash_midway_matches_the_reference() {
     for seed in 11..=12 {
-        run_model(seed, true);
+        run_model(seed, true, IoEngine::IoUring);
     }
+}
+
+/// The same on the blocking path (`io_engine=threads`, or a kernel without
+/// io_uring).
+#[test]
+fn random_io_on_leg_threads_matches_the_reference() {
+    run_model(4, false, IoEngine::Threads);
+    run_model(13, true, IoEngine::Threads);
 }

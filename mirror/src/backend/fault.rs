@@ -149,6 +149,15 @@ impl FaultInjector {
         self.rules.lock().iter().map(|a| a.fired).sum()
     }
 
+    /// Whether some rule could still fire for this operation (it matches,
+    /// and its count is not used up). Counts nothing.
+    fn may_fire(&self, leg: usize, op: Op, off: u64, len: u64) -> bool {
+        self.rules
+            .lock()
+            .iter()
+            .any(|a| a.rule.matches(leg, op, off, len) && a.rule.count.is_none_or(|c| a.fired < c))
+    }
+
     fn decide(&self, leg: usize, op: Op, off: u64, len: u64) -> Option<Action> {
         let mut rules = self.rules.lock();
         for a in rules.iter_mut() {
@@ -225,6 +234,17 @@ impl Backend for FaultyBackend {
     }
     fn detached(&self) -> Option<&str> {
         self.inner.detached()
+    }
+
+    /// An operation no rule can fire for goes to the real leg asynchronously
+    /// (it would pass untouched, and uncounted, anyway); one that a rule may
+    /// fire for takes the blocking path, where [`FaultInjector::decide`]
+    /// counts it and applies the rule.
+    fn async_file(&self, op: Op, offset: u64, len: u64) -> Option<&Arc<std::fs::File>> {
+        if self.faults.may_fire(self.leg, op, offset, len) {
+            return None;
+        }
+        self.inner.async_file(op, offset, len)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

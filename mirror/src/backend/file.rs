@@ -6,7 +6,7 @@
 //! without a write cache reported to the host, legs are opened `O_DSYNC` so
 //! each acknowledged write is stable.
 
-use super::{Backend, Caps, LegIdentity};
+use super::{Backend, Caps, LegIdentity, Op};
 use crate::buf::{slices_aligned, AlignedBuf};
 use nix::fcntl::{fallocate, FallocateFlags, Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
@@ -15,6 +15,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// How to open a leg.
 #[derive(Clone, Copy, Debug)]
@@ -37,16 +38,14 @@ pub enum LegOpenError {
     Open(#[source] io::Error),
 }
 
-enum Guard {
-    /// The exclusive flock on a file leg, released on drop.
-    Flock(#[allow(dead_code)] Flock<File>),
-    /// A block device's exclusive claim lives as long as its descriptor.
-    Exclusive(File),
-}
-
 pub struct FileBackend {
     name: String,
-    guard: Guard,
+    /// Shared with in-flight asynchronous I/O, which keeps the descriptor
+    /// (and a block device's exclusive claim) until it returns.
+    file: Arc<File>,
+    /// A file leg's exclusive `flock`, on a duplicate of `file`'s descriptor
+    /// (the lock belongs to the open file both share); released on drop.
+    _lock: Option<Flock<File>>,
     identity: LegIdentity,
     size: AtomicU64,
     alignment: usize,
@@ -66,10 +65,12 @@ impl FileBackend {
             return Err(LegOpenError::NotStorage);
         }
         let file = open_file(path, mode, is_block)?;
-        let guard = if is_block {
-            Guard::Exclusive(file)
+        let lock = if is_block {
+            // A block device's exclusive claim lives as long as its descriptor.
+            None
         } else {
-            Guard::Flock(Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            let dup = file.try_clone().map_err(LegOpenError::Open)?;
+            Some(Flock::lock(dup, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
                 if e == nix::errno::Errno::EWOULDBLOCK {
                     LegOpenError::Busy
                 } else {
@@ -77,14 +78,15 @@ impl FileBackend {
                 }
             })?)
         };
-        let f = guard_file(&guard);
+        let f = &file;
         let size = file_size(f, is_block).map_err(LegOpenError::Open)?;
         let alignment = if mode.direct_io { block_alignment(path, is_block) } else { 1 };
         let caps = Caps { discard_zeroes: probe_discard(f, size) };
         Ok(FileBackend {
             name: path.display().to_string(),
             identity: LegIdentity::of(&meta),
-            guard,
+            file: Arc::new(file),
+            _lock: lock,
             size: AtomicU64::new(size),
             alignment,
             caps,
@@ -97,14 +99,7 @@ impl FileBackend {
     }
 
     fn file(&self) -> &File {
-        guard_file(&self.guard)
-    }
-}
-
-fn guard_file(g: &Guard) -> &File {
-    match g {
-        Guard::Flock(f) => f,
-        Guard::Exclusive(f) => f,
+        &self.file
     }
 }
 
@@ -207,6 +202,10 @@ impl Backend for FileBackend {
     }
     fn caps(&self) -> Caps {
         self.caps
+    }
+
+    fn async_file(&self, _op: Op, _offset: u64, _len: u64) -> Option<&Arc<File>> {
+        Some(&self.file)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

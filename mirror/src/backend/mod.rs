@@ -11,7 +11,11 @@ mod identity;
 
 pub use identity::LegIdentity;
 
+pub use fault::Op;
+
+use std::fs::File;
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 /// What a leg's storage can do besides reading and writing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +53,14 @@ pub trait Backend: Send + Sync + 'static {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Makes a range read back as zeroes, by the cheapest means available.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// The open file an asynchronous engine (io_uring) may do `op` on
+    /// directly, instead of calling the methods above on a thread. `None`
+    /// (the default) keeps the operation on the blocking path: a backend
+    /// that must see each operation, such as fault injection, says so here.
+    fn async_file(&self, op: Op, offset: u64, len: u64) -> Option<&Arc<File>> {
+        let _ = (op, offset, len);
+        None
+    }
     /// Why the leg's storage is absent, if it is (see [`detached::DetachedBackend`]).
     fn detached(&self) -> Option<&str> {
         None

@@ -8,15 +8,16 @@
 //! onto it) until the kernel has let go of every old I/O: a late write can
 //! then never land on a region that was already resynced.
 
-use crate::backend::Backend;
-use crate::buf::{AlignedBuf, HostWriteBuf};
+use crate::backend::{Backend, Op};
+use crate::buf::{slices_aligned, AlignedBuf, HostWriteBuf};
 use crate::state::LegState;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
+use uring::Ring;
 
 /// What a finished leg I/O hands back.
 pub(crate) enum LegOut {
@@ -39,6 +40,44 @@ pub(crate) enum Job {
 impl Job {
     fn is_write(&self) -> bool {
         matches!(self, Job::Write { .. } | Job::WriteOwned { .. } | Job::Discard { .. } | Job::Zero { .. })
+    }
+
+    /// What a backend is asked before the job goes to the ring, if it can.
+    fn async_op(&self) -> Option<(Op, u64, u64)> {
+        Some(match self {
+            Job::Read { offset, len } => (Op::Read, *offset, *len as u64),
+            Job::Write { offset, buf } => (Op::Write, *offset, buf.len() as u64),
+            Job::WriteOwned { offset, data } => (Op::Write, *offset, data.len() as u64),
+            Job::Flush => (Op::Flush, 0, 0),
+            // fallocate and BLKZEROOUT stay on the leg's threads.
+            Job::Discard { .. } | Job::Zero { .. } => return None,
+        })
+    }
+}
+
+/// The statistics a finished job adds to.
+#[derive(Clone, Copy)]
+enum Counted {
+    Read(usize),
+    Write(usize),
+    /// Flush, discard, write-zeroes: only errors and latency.
+    Other {
+        write: bool,
+    },
+}
+
+impl Counted {
+    fn of(job: &Job) -> Counted {
+        match job {
+            Job::Read { len, .. } => Counted::Read(*len),
+            Job::Write { buf, .. } => Counted::Write(buf.len()),
+            Job::WriteOwned { data, .. } => Counted::Write(data.len()),
+            j => Counted::Other { write: j.is_write() },
+        }
+    }
+
+    fn is_write(self) -> bool {
+        matches!(self, Counted::Write(_) | Counted::Other { write: true })
     }
 }
 
@@ -87,6 +126,10 @@ pub(crate) struct Leg {
     pub last_read_end: AtomicU64,
     pub stats: LegStats,
     queue: Arc<JobQueue>,
+    /// The volume's io_uring, if it uses one; jobs it cannot take (and all
+    /// jobs without it) go to the leg's threads.
+    ring: Option<Arc<Ring>>,
+    me: Weak<Leg>,
     inflight: Mutex<HashMap<u64, Arc<Ticket>>>,
     next_id: AtomicU64,
 }
@@ -97,9 +140,10 @@ impl Leg {
         backend: Arc<dyn Backend>,
         state: LegState,
         threads: usize,
+        ring: Option<Arc<Ring>>,
     ) -> io::Result<Arc<Leg>> {
         let queue = Arc::new(JobQueue::default());
-        let leg = Arc::new(Leg {
+        let leg = Arc::new_cyclic(|me| Leg {
             index,
             path: backend.name().to_owned(),
             backend: RwLock::new(backend),
@@ -109,6 +153,8 @@ impl Leg {
             last_read_end: AtomicU64::new(u64::MAX),
             stats: LegStats::default(),
             queue: queue.clone(),
+            ring,
+            me: me.clone(),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
         });
@@ -133,7 +179,80 @@ impl Leg {
             self.needs_flush.store(true, Relaxed);
         }
         self.inflight.lock().insert(id, ticket.clone());
+        let job = match &self.ring {
+            Some(ring) => match self.start_async(ring, id, &ticket, job) {
+                Some(job) => job,
+                None => return,
+            },
+            None => job,
+        };
         self.queue.push((id, ticket, job));
+    }
+
+    /// Hands `job` to the ring, or gives it back when the backend or the
+    /// buffer's alignment keeps it on the blocking path.
+    fn start_async(&self, ring: &Ring, id: u64, ticket: &Arc<Ticket>, job: Job) -> Option<Job> {
+        let Some((op, offset, len)) = job.async_op() else { return Some(job) };
+        let backend = self.backend();
+        let align = backend.alignment();
+        if op == Op::Read && !(len as usize).is_multiple_of(align) {
+            return Some(job);
+        }
+        let Some(file) = backend.async_file(op, offset, len) else { return Some(job) };
+        let counted = Counted::of(&job);
+        let (me, ticket) = (self.me.clone(), ticket.clone());
+        let finish = move |r: io::Result<LegOut>| {
+            if let Some(leg) = me.upgrade() {
+                leg.finish(id, &ticket, counted, r);
+            }
+        };
+        match job {
+            Job::Read { offset, len } => {
+                let buf = AlignedBuf::uninit(len);
+                ring.read(file, offset, buf, move |buf, r| finish(r.map(|()| LegOut::Data(buf))));
+            }
+            Job::Write { offset, buf } if slices_aligned(&buf.slices(), align) => {
+                ring.write(file, offset, buf, move |r| finish(r.map(|()| LegOut::Done)));
+            }
+            Job::Write { offset, buf } => {
+                let mut bounce = AlignedBuf::uninit(buf.len());
+                buf.copy_out(0, bounce.as_mut_slice());
+                ring.write(file, offset, Arc::new(bounce), move |r| finish(r.map(|()| LegOut::Done)));
+            }
+            Job::WriteOwned { offset, data } => {
+                ring.write(file, offset, Arc::new(data), move |r| finish(r.map(|()| LegOut::Done)));
+            }
+            Job::Flush => ring.sync_data(file, move |r| finish(r.map(|()| LegOut::Done))),
+            Job::Discard { .. } | Job::Zero { .. } => unreachable!("async_op refuses them"),
+        }
+        None
+    }
+
+    /// Books a returned I/O and hands its result to whoever still waits.
+    fn finish(&self, id: u64, ticket: &Ticket, counted: Counted, result: io::Result<LegOut>) {
+        let us = ticket.started.elapsed().as_micros() as u64;
+        self.stats.latency_us_total.fetch_add(us, Relaxed);
+        self.stats.latency_samples.fetch_add(1, Relaxed);
+        match (&result, counted) {
+            (Ok(_), Counted::Read(n)) => self.count(&self.stats.reads, &self.stats.read_bytes, n),
+            (Ok(_), Counted::Write(n)) => self.count(&self.stats.writes, &self.stats.write_bytes, n),
+            (Ok(_), Counted::Other { .. }) => {}
+            (Err(_), c) if c.is_write() => {
+                self.stats.write_errors.fetch_add(1, Relaxed);
+                // A failed write leaves the leg's cache state unknown.
+                self.needs_flush.store(true, Relaxed);
+            }
+            (Err(_), _) => {
+                self.stats.read_errors.fetch_add(1, Relaxed);
+            }
+        }
+        self.inflight.lock().remove(&id);
+        ticket.resolve(result);
+    }
+
+    /// The ring this leg submits to, if any (see [`uring::Ring::plug`]).
+    pub fn ring(&self) -> Option<&Arc<Ring>> {
+        self.ring.as_ref()
     }
 
     /// I/Os submitted and not yet returned by the kernel (including zombies).
@@ -184,18 +303,11 @@ impl Leg {
             Job::Read { offset, len } => {
                 let mut buf = AlignedBuf::uninit(len);
                 b.read_at(buf.as_mut_slice(), offset)?;
-                self.count(&self.stats.reads, &self.stats.read_bytes, len);
                 Ok(LegOut::Data(buf))
             }
-            Job::Write { offset, buf } => {
-                b.write_vectored_at(&buf.slices(), offset)?;
-                self.count(&self.stats.writes, &self.stats.write_bytes, buf.len());
-                Ok(LegOut::Done)
-            }
+            Job::Write { offset, buf } => b.write_vectored_at(&buf.slices(), offset).map(|_| LegOut::Done),
             Job::WriteOwned { offset, data } => {
-                b.write_vectored_at(&[IoSlice::new(data.as_slice())], offset)?;
-                self.count(&self.stats.writes, &self.stats.write_bytes, data.len());
-                Ok(LegOut::Done)
+                b.write_vectored_at(&[IoSlice::new(data.as_slice())], offset).map(|_| LegOut::Done)
             }
             Job::Flush => b.flush().map(|_| LegOut::Done),
             Job::Discard { offset, len } => b.discard(offset, len).map(|_| LegOut::Done),
@@ -262,20 +374,8 @@ fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue) {
             leg.inflight.lock().remove(&id);
             continue;
         }
-        let was_write = job.is_write();
+        let counted = Counted::of(&job);
         let result = leg.run(job);
-        let us = ticket.started.elapsed().as_micros() as u64;
-        leg.stats.latency_us_total.fetch_add(us, Relaxed);
-        leg.stats.latency_samples.fetch_add(1, Relaxed);
-        if result.is_err() {
-            let c = if was_write { &leg.stats.write_errors } else { &leg.stats.read_errors };
-            c.fetch_add(1, Relaxed);
-        }
-        if was_write && result.is_err() {
-            // A failed write leaves the leg's cache state unknown.
-            leg.needs_flush.store(true, Relaxed);
-        }
-        leg.inflight.lock().remove(&id);
-        ticket.resolve(result);
+        leg.finish(id, &ticket, counted, result);
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     /// The settings that can change while the volume runs (`cfg` holds the
     /// ones it opened with).
     tun: parking_lot::RwLock<crate::config::Tunables>,
+    /// The I/O engine in use (`io_engine=auto` resolved).
+    io_engine: crate::config::IoEngine,
     legs: Vec<Arc<Leg>>,
     locks: Arc<RangeLock>,
     intent: Arc<Intent>,

@@ -12,7 +12,7 @@ use crate::backend::detached::DetachedBackend;
 use crate::backend::fault::{FaultInjector, FaultyBackend};
 use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
 use crate::backend::{Backend, LegIdentity};
-use crate::config::{InitialSync, VolumeConfig};
+use crate::config::{InitialSync, IoEngine, VolumeConfig};
 use crate::error::OpenError;
 use crate::event::{Event, ResyncKind};
 use crate::meta::{CopyNote, Header, LegRecord, MetaStore, Opened, Probe, RecordedState};
@@ -31,6 +31,7 @@ pub(super) fn open(
 ) -> Result<Arc<Inner>, OpenError> {
     cfg.validate()?;
     check_metadata_paths(&cfg)?;
+    let ring = io_ring(&cfg)?;
     let existing = MetaStore::probe(&cfg.metadata)? == Probe::Present;
     let slots = open_legs(&cfg, faults.clone(), existing)?;
     let opened = if existing {
@@ -63,7 +64,7 @@ pub(super) fn open(
     let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap);
     let mut legs = Vec::new();
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
-        legs.push(Leg::new(i, b, state, cfg.leg_threads).map_err(OpenError::Spawn)?);
+        legs.push(Leg::new(i, b, state, cfg.leg_threads, ring.clone()).map_err(OpenError::Spawn)?);
     }
     let recovery = match (crash_recovery(&req, unclean, &intent, &legs), resized) {
         (None, AtOpen::Grown { dirty_from }) => resize::new_capacity(&legs, dirty_from),
@@ -74,6 +75,7 @@ pub(super) fn open(
         faults: Mutex::new(vec![Default::default(); legs.len()]),
         size: AtomicU64::new(cfg.size),
         tun: parking_lot::RwLock::new(cfg.tunables()),
+        io_engine: if ring.is_some() { IoEngine::IoUring } else { IoEngine::Threads },
         cfg,
         legs,
         locks: RangeLock::new(),
@@ -96,6 +98,24 @@ pub(super) fn open(
     }
     inner.start_threads().map_err(OpenError::Spawn)?;
     Ok(inner)
+}
+
+/// Entries in the submission queue; completions beyond it wait in the kernel.
+const RING_ENTRIES: u32 = 1024;
+
+/// The volume's io_uring, if `io_engine` wants one and the kernel gives it.
+fn io_ring(cfg: &VolumeConfig) -> Result<Option<Arc<uring::Ring>>, OpenError> {
+    if cfg.io_engine == IoEngine::Threads {
+        return Ok(None);
+    }
+    match uring::Ring::new(&format!("hm-ring-{}", cfg.name), RING_ENTRIES) {
+        Ok(r) => Ok(Some(r)),
+        Err(source) if cfg.io_engine == IoEngine::IoUring => Err(OpenError::IoUring { source }),
+        Err(e) => {
+            log::warn!("{}: io_uring is not available ({e}); legs do their I/O on threads", cfg.name);
+            Ok(None)
+        }
+    }
 }
 
 pub(super) fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> {

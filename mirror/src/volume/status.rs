@@ -1,6 +1,7 @@
 //! A volume's status as `hamirrorctl status` shows it.
 
 use super::Inner;
+use crate::config::IoEngine;
 use crate::event::ResyncKind;
 use crate::meta::CopyHealth;
 use crate::state::LegState;
@@ -14,6 +15,8 @@ pub struct VolumeStatus {
     pub block_size: u32,
     pub region_size: u64,
     pub generation: u64,
+    /// How the legs do their I/O: `io_uring` or `threads`.
+    pub io_engine: IoEngine,
     pub legs: Vec<LegStatus>,
     /// Regions set in the write-intent bitmap.
     pub dirty_regions: u64,
@@ -73,6 +76,7 @@ impl Inner {
             block_size: self.cfg.block_size,
             region_size: self.intent.region_bytes(),
             generation: self.generation(),
+            io_engine: self.io_engine,
             legs: self.legs.iter().map(|l| self.leg_status(l)).collect(),
             dirty_regions: self.intent.count_set(),
             resync: self.resync_status(),

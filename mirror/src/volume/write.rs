@@ -226,6 +226,8 @@ impl Inner {
         let fan =
             Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
         let finish = Arc::new(Mutex::new(Some((guard, done))));
+        // Every leg's write goes to the kernel in one system call.
+        let _plug = self.legs[targets[0].0].ring().map(|r| r.plug());
         for (leg, was_in_sync) in targets {
             let (me, fan, finish) = (self.clone(), fan.clone(), finish.clone());
             let len = payload.len();

@@ -5,6 +5,7 @@
 //! renamed engine field breaks the build here instead of silently breaking
 //! scripts. States and kinds travel as `snake_case` strings, reasons as text.
 
+use mirror::config::IoEngine;
 use mirror::event::Stamped;
 use mirror::volume::{LegStatus, ResyncStatus, VerifyStatus, VolumeStatus};
 use mirror::LegState;
@@ -18,6 +19,9 @@ pub struct StatusView {
     pub block_size: u32,
     pub region_size: u64,
     pub generation: u64,
+    /// How the legs do their I/O: `io_uring` or `threads`.
+    #[serde(default)]
+    pub io_engine: String,
     pub legs: Vec<LegView>,
     /// Regions set in the write-intent bitmap.
     pub dirty_regions: u64,
@@ -155,6 +159,11 @@ impl StatusView {
             block_size: s.block_size,
             region_size: s.region_size,
             generation: s.generation,
+            io_engine: match s.io_engine {
+                IoEngine::IoUring => "io_uring",
+                IoEngine::Threads | IoEngine::Auto => "threads",
+            }
+            .into(),
             legs: s.legs.into_iter().map(LegView::from).collect(),
             dirty_regions: s.dirty_regions,
             resync: s.resync.map(ResyncView::from),
@@ -290,6 +299,7 @@ mod tests {
             block_size: 512,
             region_size: 1,
             generation: 1,
+            io_engine: "io_uring".into(),
             legs: states.iter().map(|s| leg(s)).collect(),
             dirty_regions: 0,
             resync: None,

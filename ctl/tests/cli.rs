@@ -41,6 +41,7 @@ fn status_shows_legs_counters_dirty_regions_resync_and_metadata() {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
     assert!(out.contains("Dirty regions: 0"), "{out}");
+    assert!(out.contains(", leg I/O io_uring\n") || out.contains(", leg I/O threads\n"), "{out}");
     assert!(out.contains("Resync: none (0 B copied since open; limit unlimited)"), "{out}");
     assert!(out.contains("Metadata copies: 1 of 1 live\n  live  "), "{out}");
 }
@@ -50,9 +51,10 @@ fn status_json_has_stable_keys() {
     let f = Fixture::new();
     f.paused_difference_resync(2);
     let v = json(&f, &["status", NAME]);
-    let top = "name size block_size region_size generation legs dirty_regions resync resync_bytes_total \
-               resync_control verify metadata";
+    let top = "name size block_size region_size generation io_engine legs dirty_regions resync \
+               resync_bytes_total resync_control verify metadata";
     assert_eq!(keys(&v), words(top));
+    assert!(v["io_engine"] == "io_uring" || v["io_engine"] == "threads", "{}", v["io_engine"]);
     let leg = "index path identity state reason inflight reads writes read_bytes write_bytes read_errors \
                write_errors timeouts avg_latency_us";
     assert_eq!(keys(&v["legs"][0]), words(leg));

@@ -615,6 +615,22 @@ mod tests {
         let e = err(&format!("{BASE};initial_sync=fast"));
         assert!(e.starts_with("`initial_sync=fast`: unknown variant `fast`"), "{e}");
         assert!(e.contains("full") && e.contains("none"), "{e}");
+        let e = err(&format!("{BASE};io_engine=aio"));
+        assert!(e.starts_with("`io_engine=aio`: unknown variant `aio`"), "{e}");
+        assert!(e.contains("auto") && e.contains("io_uring") && e.contains("threads"), "{e}");
+    }
+
+    #[test]
+    fn io_engine_takes_its_three_values() {
+        use mirror::config::IoEngine;
+        for (text, want) in
+            [("auto", IoEngine::Auto), ("io_uring", IoEngine::IoUring), ("threads", IoEngine::Threads)]
+        {
+            assert_eq!(
+                HandlerConfig::parse(&format!("{BASE};io_engine={text}")).unwrap().volume.io_engine,
+                want
+            );
+        }
     }
 
     #[test]

@@ -24,13 +24,14 @@ pub struct ListEntry {
 
 pub fn status(s: &StatusView) -> String {
     let mut out = format!(
-        "Volume {}: {}\n  size {}, block size {} B, region {}, generation {}\n\n",
+        "Volume {}: {}\n  size {}, block size {} B, region {}, generation {}, leg I/O {}\n\n",
         s.name,
         s.health().as_str(),
         bytes(s.size),
         s.block_size,
         bytes(s.region_size),
-        s.generation
+        s.generation,
+        s.io_engine
     );
     out += &legs(&s.legs);
     let dirty = s.dirty_regions.saturating_mul(s.region_size).min(s.size);

@@ -8,7 +8,7 @@
 //! profiling one of them).
 
 use mirror::backend::fault::{FaultInjector, Rule};
-use mirror::config::InitialSync;
+use mirror::config::{InitialSync, IoEngine};
 use mirror::{HostReadBuf, HostWriteBuf, LegConfig, Volume, VolumeConfig};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -201,7 +201,7 @@ fn legs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn volume(dir: &Path, paths: &[PathBuf], faults: Option<Arc<FaultInjector>>) -> Volume {
-    volume_with(dir, paths, faults, 32, true, false)
+    volume_with(dir, paths, faults, 32, true, false, IoEngine::Auto)
 }
 
 /// `leg_threads` bounds how many I/Os a leg serves at once (an array's depth).
@@ -212,6 +212,7 @@ fn volume_with(
     leg_threads: usize,
     bitmap: bool,
     direct: bool,
+    io_engine: IoEngine,
 ) -> Volume {
     let _ = std::fs::remove_file(dir.join("meta"));
     let cfg = VolumeConfig {
@@ -223,6 +224,7 @@ fn volume_with(
         write_cache: true,
         leg_threads,
         bitmap,
+        io_engine,
         io_timeout_ms: 30_000,
         last_leg_grace_ms: 30_000,
         ..VolumeConfig::default()
@@ -283,7 +285,7 @@ fn bench_dir(dir: &Path, label: &str) {
     // Balanced reads over legs that each add 1 ms per I/O.
     let faults = FaultInjector::new();
     faults.add(Rule::parse("op=read action=delay ms=1").unwrap());
-    let v = volume_with(dir, &paths, Some(faults), 8, true, false);
+    let v = volume_with(dir, &paths, Some(faults), 8, true, false, IoEngine::Auto);
     let two = run_async(32, |off, d| v.read(off, Box::new(Sink(4096)), d), 4096, true);
     v.fail_leg(1).unwrap();
     let one = run_async(32, |off, d| v.read(off, Box::new(Sink(4096)), d), 4096, true);
@@ -302,7 +304,7 @@ fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
     let mut without = Vec::new();
     for _ in 0..3 {
         for bitmap in [true, false] {
-            let v = volume_with(dir, paths, None, 32, bitmap, false);
+            let v = volume_with(dir, paths, None, 32, bitmap, false, IoEngine::Auto);
             let warm: Arc<dyn HostWriteBuf> = Arc::new(vec![0u8; 4096]);
             for r in (0..SIZE).step_by(256 * 1024) {
                 sync_io(|d| v.write(r, warm.clone(), d)).unwrap();
@@ -340,17 +342,31 @@ fn bench_direct(dir: &Path) {
         })
         .collect();
     println!("\n== files on disk with O_DIRECT: {}", dir.display());
-    println!("{:<20} {:>12} {:>12} {:>7}", "case", "direct IOPS", "mirror IOPS", "ratio");
-    let v = volume_with(dir, &paths, None, 32, true, true);
-    for c in CASES.iter().filter(|c| c.write && only().is_none_or(|o| c.name.contains(&o))) {
-        let data = mirror::buf::AlignedBuf::from_slice(&vec![0xa5u8; c.bs]);
-        let base = run_qd_pair(c.qd, &files, data.as_slice(), c.bs, c.random);
-        let buf: Arc<dyn HostWriteBuf> = Arc::new(Aligned(data));
-        let mirror = run_async(c.qd, |off, d| v.write(off, buf.clone(), d), c.bs, c.random);
-        println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
+    println!(
+        "{:<20} {:>12} {:>9} {:>6} {:>9} {:>6}",
+        "case", "direct IOPS", "io_uring", "ratio", "threads", "ratio"
+    );
+    let cases: Vec<&Case> =
+        CASES.iter().filter(|c| c.write && only().is_none_or(|o| c.name.contains(&o))).collect();
+    let aligned = |bs: usize| mirror::buf::AlignedBuf::from_slice(&vec![0xa5u8; bs]);
+    // Per engine, per case: the mirror's IOPS, with the baseline measured
+    // right before it (the disk drifts between rounds).
+    let mut rows = vec![Vec::new(); cases.len()];
+    for engine in [IoEngine::IoUring, IoEngine::Threads] {
+        let v = volume_with(dir, &paths, None, 32, true, true, engine);
+        for (i, c) in cases.iter().enumerate() {
+            let base = run_qd_pair(c.qd, &files, aligned(c.bs).as_slice(), c.bs, c.random);
+            let buf: Arc<dyn HostWriteBuf> = Arc::new(Aligned(aligned(c.bs)));
+            let m = run_async(c.qd, |off, d| v.write(off, buf.clone(), d), c.bs, c.random);
+            rows[i].push((base, m));
+        }
+        v.shutdown();
+        drop(v);
     }
-    v.shutdown();
-    drop(v);
+    for (c, r) in cases.iter().zip(rows) {
+        let (b, u, t) = ((r[0].0 + r[1].0) / 2.0, r[0].1, r[1].1);
+        println!("{:<20} {:>12.0} {:>9.0} {:>6.2} {:>9.0} {:>6.2}", c.name, b, u, u / r[0].0, t, t / r[1].0);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -57,8 +57,9 @@ pub struct VolumeConfig {
     pub unmap_zero_fill: bool,
     /// Read errors a leg may have (each repaired from another leg) before it is faulted.
     pub read_error_budget: u32,
-    /// How legs do their I/O: `auto` (io_uring where the kernel allows it,
-    /// else threads), `io_uring` (refuse to open without it) or `threads`.
+    /// How legs do their I/O: `auto` (io_uring for `O_DIRECT` legs where the
+    /// kernel allows it, else threads), `io_uring` (every leg; refuse to
+    /// open without it) or `threads`.
     pub io_engine: IoEngine,
     /// I/O threads per leg: with `threads`, the leg's queue depth; with
     /// io_uring, they serve only what the ring does not (discards, zeroing,

@@ -64,7 +64,10 @@ pub(super) fn open(
     let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap);
     let mut legs = Vec::new();
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
-        legs.push(Leg::new(i, b, state, cfg.leg_threads, ring.clone()).map_err(OpenError::Spawn)?);
+        let buffered_too = cfg.io_engine == IoEngine::IoUring;
+        legs.push(
+            Leg::new(i, b, state, cfg.leg_threads, ring.clone(), buffered_too).map_err(OpenError::Spawn)?,
+        );
     }
     let recovery = match (crash_recovery(&req, unclean, &intent, &legs), resized) {
         (None, AtOpen::Grown { dirty_from }) => resize::new_capacity(&legs, dirty_from),
@@ -104,8 +107,10 @@ pub(super) fn open(
 const RING_ENTRIES: u32 = 1024;
 
 /// The volume's io_uring, if `io_engine` wants one and the kernel gives it.
+/// `auto` wants one only for `O_DIRECT` legs (see `Leg::start_async`).
 fn io_ring(cfg: &VolumeConfig) -> Result<Option<Arc<uring::Ring>>, OpenError> {
-    if cfg.io_engine == IoEngine::Threads {
+    let direct = (0..cfg.legs.len()).any(|i| cfg.leg_direct_io(i));
+    if cfg.io_engine == IoEngine::Threads || (cfg.io_engine == IoEngine::Auto && !direct) {
         return Ok(None);
     }
     match uring::Ring::new(&format!("hm-ring-{}", cfg.name), RING_ENTRIES) {

@@ -22,9 +22,13 @@ must "initial copy done" wait_for 180 "both legs in sync" all_in_sync vol5
 
 # A write phase then a verify phase: blocks written before the crash are
 # read back and checked after it.
-# io_size: four passes over the 32 MiB area, so that the kill lands mid-write.
-fio --name=crash --filename="$DISK" --size=32M --io_size=128M --bs=4k --rw=randwrite --ioengine=libaio \
-    --iodepth=16 --direct=1 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+# The kill must land mid-write, whatever this machine's speed: io_size is two
+# passes over the 32 MiB area (16384 writes) and rate_iops caps them at 1000/s,
+# so the write phase lasts at least 16 s and the kill comes at 8 s. (Without
+# the cap a fast run finished writing before the kill, and the recovery
+# rightly found nothing to copy.)
+fio --name=crash --filename="$DISK" --size=32M --io_size=64M --rate_iops=1000 --bs=4k --rw=randwrite \
+    --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --verify_fatal=1 --do_verify=1 \
     --output-format=json > /tmp/fio5.json 2> /tmp/fio5.err &
 FIO=$!
 sleep 8

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use mirror::{IoError, LegState};
+use mirror::{IoError, LegState, Volume};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -98,9 +98,14 @@ fn read_errors_past_the_budget_fault_the_leg() {
     cfg.auto_failback = false;
     let (v, faults, _) = open(&cfg);
     faults.add(rule("leg=0 op=read action=error errno=5"));
-    // Scattered reads (a sequential stream would stay on leg 1); balancing
-    // sends some of them to leg 0, which fails each one.
+    // Scattered reads (a sequential stream would stay on leg 1). Each waits
+    // until no leg has I/O in flight (the repair of the last error may still
+    // be writing leg 0), so that balancing has a tie and picks leg 0, which
+    // fails each one. Without the wait, a slow repair write on a loaded
+    // machine kept leg 0 busy and every read went to leg 1.
+    let idle = |v: &Volume| v.status().legs.iter().all(|l| l.inflight == 0);
     for i in (0..200).rev() {
+        wait_for("no leg I/O in flight", Duration::from_secs(10), || idle(&v));
         read(&v, i * 8192, 4096).expect("served by leg 1");
         if state_name(&v, 0) == "faulted" {
             break;

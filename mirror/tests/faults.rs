@@ -360,3 +360,27 @@ fn io_queued_behind_a_hung_leg_never_runs_after_it_was_given_up() {
     assert_eq!(st.legs[1].writes, 1, "only the write that was already in the kernel ran");
     v.shutdown();
 }
+
+#[test]
+fn a_write_stored_only_on_a_leg_that_left_meanwhile_fails() {
+    let d = Dir::new("leftwrite");
+    let cfg = config(&d, 2, 4 * MIB);
+    let (v, faults, _) = open(&cfg);
+    write(&v, 0, &pattern(4096, 1)).unwrap();
+    // Leg 0 fails the write; leg 1 stores it, but is taken out by the
+    // administrator before it returns. Leg 0 is then the last in-sync leg,
+    // cannot be faulted, and does not hold the write: acknowledging it would
+    // let the next read return the old data.
+    faults.add(rule("leg=0 op=write count=1 action=error errno=5"));
+    faults.add(rule("leg=1 op=write count=1 action=delay ms=300"));
+    let v2 = v.clone();
+    let w = std::thread::spawn(move || write(&v2, 0, &pattern(4096, 2)));
+    std::thread::sleep(Duration::from_millis(100));
+    v.fail_leg(1).unwrap();
+    let r = w.join().unwrap();
+    assert!(matches!(r, Err(IoError::WriteFailed { .. })), "{r:?}");
+    assert_eq!(state_name(&v, 0), "in_sync");
+    assert_eq!(read(&v, 0, 4096).unwrap(), pattern(4096, 1), "what the host reads is what it was told");
+    v.shutdown();
+    drop(v);
+}

@@ -49,6 +49,15 @@ impl Payload {
     }
 }
 
+/// What became of a leg that failed a host I/O.
+#[derive(PartialEq, Eq)]
+enum Kept {
+    /// Out of the in-sync set (or already out).
+    Out,
+    /// Still in sync: it is the last in-sync leg.
+    LastInSync,
+}
+
 /// One leg's outcome in a fan-out.
 struct LegResult {
     leg: usize,
@@ -256,8 +265,12 @@ impl Inner {
 
     /// Decides a fanned-out write: it succeeded if any in-sync leg stored it,
     /// and then every leg that failed it is faulted (durably, before the ack).
+    /// If a leg that failed it cannot be faulted because it is now the last
+    /// in-sync leg (the legs that stored it left the in-sync set meanwhile:
+    /// a timeout, an admin), the write failed: the one leg that will be read
+    /// does not hold it.
     fn settle_write(&self, results: &[LegResult], offset: u64, len: u64) -> Result<(), IoError> {
-        let stored = results.iter().any(|r| r.was_in_sync && r.result.is_ok());
+        let mut stored = results.iter().any(|r| r.was_in_sync && r.result.is_ok());
         let mut last_err = None;
         for r in results {
             let Err(e) = &r.result else { continue };
@@ -269,7 +282,9 @@ impl Inner {
                 } else {
                     FaultReason::RebuildError { errno }
                 };
-                self.fault_before_ack(r.leg, reason)?;
+                if self.fault_before_ack(r.leg, reason)? == Kept::LastInSync {
+                    stored = false;
+                }
             }
             last_err = Some(io::Error::new(e.kind(), e.to_string()));
         }
@@ -321,12 +336,13 @@ impl Inner {
     }
 
     /// Faults a leg that failed a host I/O. If the fault cannot be recorded
-    /// in the metadata, the I/O must not be acknowledged (invariant 1); the
-    /// last in-sync leg, which is never faulted, is no reason to fail it.
-    fn fault_before_ack(&self, leg: usize, reason: FaultReason) -> Result<(), IoError> {
+    /// in the metadata, the I/O must not be acknowledged (invariant 1). The
+    /// last in-sync leg is never faulted: it stays, and the caller decides.
+    fn fault_before_ack(&self, leg: usize, reason: FaultReason) -> Result<Kept, IoError> {
         match self.fault_leg(leg, reason) {
             Err(super::transitions::Refused::Metadata(m)) => Err(IoError::Metadata(m)),
-            Ok(()) | Err(super::transitions::Refused::LastInSync) => Ok(()),
+            Err(super::transitions::Refused::LastInSync) => Ok(Kept::LastInSync),
+            Ok(()) => Ok(Kept::Out),
         }
     }
 

@@ -170,7 +170,10 @@ fn event_sink(name: Arc<str>) -> EventSink {
 
 fn event_level(e: &Event) -> Level {
     match e {
-        Event::LegStateChanged { .. } | Event::LastLegSlow { .. } | Event::ReadRepaired { .. } => Level::Warn,
+        Event::LegStateChanged { .. }
+        | Event::LastLegSlow { .. }
+        | Event::LegLagging { .. }
+        | Event::ReadRepaired { .. } => Level::Warn,
         Event::ResyncFailed { .. } | Event::MetadataCopyLost { .. } => Level::Error,
         Event::ResyncStarted { .. }
         | Event::ResyncFinished { .. }
@@ -388,5 +391,7 @@ mod tests {
         assert_eq!(event_level(&lost), Level::Error);
         let slow = Event::LastLegSlow { leg: 0, waited_ms: 1 };
         assert_eq!(event_level(&slow), Level::Warn);
+        let lagging = Event::LegLagging { leg: 1, lag_ms: 50 };
+        assert_eq!(event_level(&lagging), Level::Warn);
     }
 }

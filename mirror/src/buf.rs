@@ -147,6 +147,16 @@ impl AlignedBuf {
     }
 }
 
+/// The engine's own copy of host data (latency priority copies writes).
+impl HostWriteBuf for AlignedBuf {
+    fn len(&self) -> usize {
+        AlignedBuf::len(self)
+    }
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        vec![IoSlice::new(self.as_slice())]
+    }
+}
+
 impl uring::ReadBuf for AlignedBuf {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         AlignedBuf::as_mut_slice(self)

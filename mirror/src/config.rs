@@ -57,6 +57,16 @@ pub struct VolumeConfig {
     pub unmap_zero_fill: bool,
     /// Read errors a leg may have (each repaired from another leg) before it is faulted.
     pub read_error_budget: u32,
+    /// Write priority, in milliseconds. 0 (the default) is redundancy: a
+    /// write is acknowledged when every in-sync leg has it, however long the
+    /// slowest takes (up to `io_timeout_ms`). Above 0 is latency (IBM SVC's
+    /// `mirrorwritepriority latency`): a leg still writing this long after a
+    /// write was sent, when another in-sync leg has already stored it, leaves
+    /// the in-sync set (recorded in the metadata first, without a fault), the
+    /// write is acknowledged without it, and it catches up by a difference
+    /// resync. Writes are then copied once out of the host's buffer, so that
+    /// a late leg write never reads memory the host has reused.
+    pub write_lag_ms: u64,
     /// How legs do their I/O: `auto` (io_uring for `O_DIRECT` legs where the
     /// kernel allows it, else threads), `io_uring` (every leg; refuse to
     /// open without it) or `threads`.
@@ -137,6 +147,7 @@ tunables! {
     resync_max_mib_s: u64,
     resync_min_mib_s: u64,
     read_error_budget: u32,
+    write_lag_ms: u64,
     bitmap_clear_delay_ms: u64,
     auto_failback: bool,
     failback_delay_ms: u64,
@@ -184,6 +195,7 @@ impl Default for VolumeConfig {
             write_cache: false,
             unmap_zero_fill: false,
             read_error_budget: 20,
+            write_lag_ms: 0,
             io_engine: IoEngine::Auto,
             leg_threads: 8,
             bitmap_clear_delay_ms: 5_000,
@@ -220,6 +232,16 @@ pub enum ConfigError {
     Source { leg: usize, legs: usize },
     #[error("resync_min_mib_s {min} is above resync_max_mib_s {max}")]
     ResyncRates { min: u64, max: u64 },
+    #[error(
+        "write_lag_ms needs the write-intent bitmap (bitmap = true): a leg left behind catches up from \
+         it; set write_lag_ms = 0 or turn the bitmap on"
+    )]
+    LagWithoutBitmap,
+    #[error(
+        "write_lag_ms {lag} must be below io_timeout_ms {timeout}: a leg that slow is faulted, not left \
+         behind"
+    )]
+    LagAboveTimeout { lag: u64, timeout: u64 },
 }
 
 impl VolumeConfig {
@@ -255,6 +277,12 @@ impl VolumeConfig {
         }
         if self.resync_max_mib_s != 0 && self.resync_min_mib_s > self.resync_max_mib_s {
             return Err(ConfigError::ResyncRates { min: self.resync_min_mib_s, max: self.resync_max_mib_s });
+        }
+        if self.write_lag_ms > 0 && !self.bitmap {
+            return Err(ConfigError::LagWithoutBitmap);
+        }
+        if self.write_lag_ms >= self.io_timeout_ms {
+            return Err(ConfigError::LagAboveTimeout { lag: self.write_lag_ms, timeout: self.io_timeout_ms });
         }
         Ok(())
     }
@@ -344,6 +372,22 @@ mod tests {
         let mut c = two_legs();
         c.size = 1000;
         assert!(matches!(c.validate(), Err(ConfigError::Size { .. })));
+    }
+
+    #[test]
+    fn write_lag_needs_the_bitmap_and_must_be_below_the_io_timeout() {
+        let mut c = two_legs();
+        c.write_lag_ms = 50;
+        assert_eq!(c.validate(), Ok(()));
+        c.bitmap = false;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e, ConfigError::LagWithoutBitmap);
+        assert!(e.to_string().contains("set write_lag_ms = 0 or turn the bitmap on"), "{e}");
+        c.bitmap = true;
+        c.write_lag_ms = c.io_timeout_ms;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e, ConfigError::LagAboveTimeout { lag: 5000, timeout: 5000 });
+        assert!(e.to_string().contains("must be below io_timeout_ms 5000"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub enum Event {
     MetadataCopyRepaired { copy: usize, path: String },
     VerifyFinished { mismatched_regions: u64, repaired: bool },
     LastLegSlow { leg: usize, waited_ms: u64 },
+    LegLagging { leg: usize, lag_ms: u64 },
     Resized { from: u64, to: u64 },
 }
 
@@ -84,6 +85,11 @@ impl std::fmt::Display for Event {
             Event::LastLegSlow { leg, waited_ms } => write!(
                 f,
                 "leg {leg} is the last in-sync leg and has not answered for {waited_ms} ms; still waiting"
+            ),
+            Event::LegLagging { leg, lag_ms } => write!(
+                f,
+                "leg {leg} lags more than write_lag_ms={lag_ms} behind the others: writes are acknowledged \
+                 without it while it catches up"
             ),
             Event::Resized { from, to } => write!(f, "volume grown from {from} to {to} bytes"),
         }

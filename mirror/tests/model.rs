@@ -52,7 +52,9 @@ fn run_thread(v: &mirror::Volume, thread: usize, seed: u64, model: &mut Model) {
                 }
             }
             4..=7 => match (read(v, off, BLOCK), &model[i]) {
-                (Ok(got), Some(want)) => assert_eq!(&got, want, "thread {thread} op {op} block {i}"),
+                (Ok(got), Some(want)) => {
+                    assert_eq!(&got, want, "seed {seed}: thread {thread} op {op} block {i}")
+                }
                 (Ok(_), None) | (Err(_), _) => {}
             },
             8 => {
@@ -100,12 +102,17 @@ fn check_legs(cfg: &mirror::VolumeConfig, models: &[Model]) {
     }
 }
 
-fn run_model(seed: u64, crash_midway: bool, engine: IoEngine) {
+fn run_model(seed: u64, crash_midway: bool, engine: IoEngine, write_lag_ms: u64) {
     let d = Dir::new(&format!("model-{seed}"));
     let mut cfg = config(&d, 2, 4 * MIB);
     cfg.io_engine = engine;
+    cfg.write_lag_ms = write_lag_ms;
     cfg.flap_limit = 100; // random faults must not park a leg for good
-    let (v, faults, _) = open(&cfg);
+    let (v, faults, events) = open(&cfg);
+    if write_lag_ms > 0 {
+        // First, so that leg 1 is still in sync when it lags.
+        faults.add(rule("leg=1 op=write count=30 action=delay ms=80"));
+    }
     inject_random_faults(&faults, seed);
     let mut models: Vec<Model> = vec![vec![None; BLOCKS_PER_THREAD]; THREADS];
     let run = |v: &mirror::Volume, models: &mut Vec<Model>, salt: u64| {
@@ -118,7 +125,17 @@ fn run_model(seed: u64, crash_midway: bool, engine: IoEngine) {
     };
     run(&v, &mut models, 0);
     assert!(faults.fired() > 0, "seed {seed}: no fault fired; the test would prove nothing");
+    if write_lag_ms > 0 {
+        let left = events.count(|e| matches!(e, mirror::Event::LegLagging { .. }));
+        assert!(left > 0, "seed {seed}: no leg was left behind; the test would prove nothing");
+    }
     let v = if crash_midway {
+        // A crashed process is gone only once the kernel has returned its
+        // I/O; here a write acknowledged without a lagging leg may still be
+        // in flight, and must not land after the reopen.
+        wait_for("no leg I/O in flight", Duration::from_secs(10), || {
+            v.status().legs.iter().all(|l| l.inflight == 0)
+        });
         v.abandon();
         drop(v);
         let (v2, _, _) = open(&cfg);
@@ -144,14 +161,14 @@ fn run_model(seed: u64, crash_midway: bool, engine: IoEngine) {
 #[test]
 fn random_concurrent_io_under_random_faults_matches_the_reference() {
     for seed in 1..=3 {
-        run_model(seed, false, IoEngine::IoUring);
+        run_model(seed, false, IoEngine::IoUring, 0);
     }
 }
 
 #[test]
 fn random_io_with_a_crash_midway_matches_the_reference() {
     for seed in 11..=12 {
-        run_model(seed, true, IoEngine::IoUring);
+        run_model(seed, true, IoEngine::IoUring, 0);
     }
 }
 
@@ -159,6 +176,15 @@ fn random_io_with_a_crash_midway_matches_the_reference() {
 /// io_uring).
 #[test]
 fn random_io_on_leg_threads_matches_the_reference() {
-    run_model(4, false, IoEngine::Threads);
-    run_model(13, true, IoEngine::Threads);
+    run_model(4, false, IoEngine::Threads, 0);
+    run_model(13, true, IoEngine::Threads, 0);
+}
+
+/// With latency priority (`write_lag_ms=20`): 80 ms delays of 30 leg 1 writes
+/// leave it behind, and writes are acknowledged without it.
+#[test]
+fn random_io_with_legs_left_behind_matches_the_reference() {
+    run_model(5, false, IoEngine::IoUring, 20);
+    run_model(14, true, IoEngine::IoUring, 20);
+    run_model(6, false, IoEngine::Threads, 20);
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uring::Ring;
 
 /// What a finished leg I/O hands back.
@@ -81,10 +81,21 @@ impl Counted {
     }
 }
 
+/// A host write waiting on several legs, as the monitor sees it when a leg
+/// lags behind the others (`write_lag_ms`; see `write.rs`).
+pub(crate) trait Waiter: Send + Sync {
+    /// Whether a leg other than `leg` that was in sync has stored the write.
+    fn stored_elsewhere(&self, leg: usize) -> bool;
+    /// A leg the write waits for left the in-sync set: acknowledge the write
+    /// if it no longer waits for any in-sync leg.
+    fn leg_demoted(&self);
+}
+
 pub(crate) struct Ticket {
     pub started: Instant,
     resolved: AtomicBool,
     done: Mutex<Option<LegDone>>,
+    waiter: Option<Arc<dyn Waiter>>,
 }
 
 impl Ticket {
@@ -135,6 +146,21 @@ pub(crate) struct Leg {
     me: Weak<Leg>,
     inflight: Mutex<HashMap<u64, Arc<Ticket>>>,
     next_id: AtomicU64,
+    /// Writes acknowledged without this leg that it has not returned yet.
+    owed: Mutex<Owed>,
+    repaid: Condvar,
+}
+
+/// The acknowledged writes a leg still owes (latency priority). While it
+/// owes any, it must not rejoin the in-sync set: a read could then miss a
+/// write the host was told is done, and after a crash the leg could become
+/// the resync source.
+#[derive(Default)]
+struct Owed {
+    writes: usize,
+    /// A rebuild is about to put the leg back in sync: no write may be
+    /// acknowledged without it until then.
+    closing: bool,
 }
 
 impl Leg {
@@ -162,6 +188,8 @@ impl Leg {
             me: me.clone(),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            owed: Mutex::new(Owed::default()),
+            repaid: Condvar::new(),
         });
         for t in 0..threads {
             let (leg, queue) = (Arc::downgrade(&leg), queue.clone());
@@ -174,11 +202,18 @@ impl Leg {
 
     /// Queues `job`; `done` gets its result, or a timeout from the monitor.
     pub fn submit(&self, job: Job, done: LegDone) {
+        self.submit_for(job, done, None)
+    }
+
+    /// Like [`submit`](Self::submit), for a host write that may be
+    /// acknowledged without this leg when it lags (`waiter`).
+    pub fn submit_for(&self, job: Job, done: LegDone, waiter: Option<Arc<dyn Waiter>>) {
         let id = self.next_id.fetch_add(1, Relaxed);
         let ticket = Arc::new(Ticket {
             started: Instant::now(),
             resolved: AtomicBool::new(false),
             done: Mutex::new(Some(done)),
+            waiter,
         });
         if job.is_write() {
             self.needs_flush.store(true, Relaxed);
@@ -279,6 +314,71 @@ impl Leg {
     /// The age of the oldest unresolved I/O.
     pub fn oldest_unresolved(&self) -> Option<Instant> {
         self.inflight.lock().values().filter(|t| !t.resolved.load(Relaxed)).map(|t| t.started).min()
+    }
+
+    /// Whether a host write has waited `lag` or longer on this leg although
+    /// another in-sync leg has stored it.
+    pub fn lags(&self, lag: Duration) -> bool {
+        let waiting: Vec<Arc<dyn Waiter>> = self
+            .inflight
+            .lock()
+            .values()
+            .filter(|t| !t.resolved.load(Relaxed) && t.started.elapsed() >= lag)
+            .filter_map(|t| t.waiter.clone())
+            .collect();
+        waiting.iter().any(|w| w.stored_elsewhere(self.index))
+    }
+
+    /// Tells the host writes waiting on this leg that it left the in-sync set.
+    pub fn nudge_waiters(&self) {
+        let waiting: Vec<Arc<dyn Waiter>> =
+            self.inflight.lock().values().filter_map(|t| t.waiter.clone()).collect();
+        for w in waiting {
+            w.leg_demoted();
+        }
+    }
+
+    /// Books a write acknowledged without this leg. Refused while the leg is
+    /// in sync or about to be ([`Leg::when_caught_up`]): the write must then
+    /// wait for it.
+    pub fn owe(&self) -> bool {
+        let mut o = self.owed.lock();
+        if o.closing || self.is_in_sync() {
+            return false;
+        }
+        o.writes += 1;
+        true
+    }
+
+    /// Returns the booking of [`Leg::owe`]: the leg has returned the write.
+    pub fn repay(&self) {
+        let mut o = self.owed.lock();
+        o.writes -= 1;
+        if o.writes == 0 {
+            self.repaid.notify_all();
+        }
+    }
+
+    /// Runs `promote` (the change back to in sync) once the leg owes no
+    /// acknowledged write, holding off new ones meanwhile; gives up when
+    /// `keep_waiting` turns false. Every owed write ends by the I/O deadline.
+    pub fn when_caught_up<R>(
+        &self,
+        keep_waiting: impl Fn() -> bool,
+        promote: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let mut o = self.owed.lock();
+        o.closing = true;
+        while o.writes > 0 {
+            if !keep_waiting() {
+                o.closing = false;
+                return None;
+            }
+            self.repaid.wait_for(&mut o, Duration::from_millis(20));
+        }
+        let r = promote();
+        o.closing = false;
+        Some(r)
     }
 
     /// Resolves every unresolved I/O with `TimedOut` (after the leg was faulted).

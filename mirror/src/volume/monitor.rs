@@ -76,17 +76,46 @@ impl Inner {
         }
     }
 
+    /// How often the deadlines (and, with `write_lag_ms`, the lag) are checked.
     fn tick(&self) -> Duration {
-        (self.tun().io_timeout() / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
+        let t = self.tun();
+        let lag = match t.write_lag_ms {
+            0 => Duration::MAX,
+            ms => Duration::from_millis(ms) / 2,
+        };
+        (t.io_timeout() / 5).min(lag).clamp(Duration::from_millis(2), Duration::from_millis(100))
     }
 
     fn monitor_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Relaxed) {
             std::thread::sleep(self.tick());
             for leg in 0..self.legs.len() {
+                self.leave_behind_if_lagging(leg);
                 self.enforce_deadline(leg);
                 self.maybe_fail_back(leg);
             }
+        }
+    }
+
+    /// Latency priority (`write_lag_ms`): an in-sync leg still writing that
+    /// long after a write was sent, which another in-sync leg has stored,
+    /// leaves the in-sync set for rebuilding. The change is recorded in the
+    /// metadata before any write is acknowledged without the leg; the writes
+    /// that waited only for it are then acknowledged, and the resync copies
+    /// the bitmap's regions to it. Each of its late writes keeps its range
+    /// and its bit until the leg returns it, so no copy overtakes one.
+    fn leave_behind_if_lagging(&self, leg: usize) {
+        let lag = self.tun().write_lag_ms;
+        let l = &self.legs[leg];
+        if lag == 0 || !l.is_in_sync() || !l.lags(Duration::from_millis(lag)) {
+            return;
+        }
+        match self.change_state(leg, LegState::Rebuilding, |s| s.is_in_sync()) {
+            Ok(()) => {
+                self.emit(Event::LegLagging { leg, lag_ms: lag });
+                l.nudge_waiters();
+            }
+            Err(e) => log::debug!("{}: leg {leg} lags but stays in sync: {e:?}", self.cfg.name),
         }
     }
 

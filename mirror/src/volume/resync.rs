@@ -176,7 +176,14 @@ impl Inner {
             let _ = self.fault_leg(leg, FaultReason::RebuildError { errno });
             return;
         }
-        if self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding).is_ok() {
+        // Writes acknowledged without the leg (latency priority) must have
+        // reached it before it is read again.
+        let rebuilding =
+            || self.legs[leg].state() == LegState::Rebuilding && !self.shutting_down.load(Relaxed);
+        let promoted = self.legs[leg].when_caught_up(rebuilding, || {
+            self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding)
+        });
+        if matches!(promoted, Some(Ok(()))) {
             // The fault history is kept for the flap window on purpose: a leg
             // that comes back and soon fails again is recognised as flapping.
             self.emit(Event::ResyncFinished {

@@ -64,7 +64,7 @@ impl Inner {
             LegState::Faulted(r) => r.to_string().chars().take(120).collect(),
             _ => String::new(),
         };
-        if matches!(to, LegState::Rebuilding) && !from.is_in_sync() {
+        if matches!(to, LegState::Rebuilding) {
             rec.rebuild_cursor = 0;
         }
         for (i, r) in next.legs.iter_mut().enumerate() {

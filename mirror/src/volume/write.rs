@@ -3,7 +3,7 @@
 //! its byte range, makes its write intent durable, fans out to every leg
 //! that takes writes, and is acknowledged if an in-sync leg stored it.
 
-use super::leg::{Job, Leg};
+use super::leg::{Job, Leg, Waiter};
 use super::rangelock::RangeGuard;
 use super::{Done, Inner};
 use crate::buf::{AlignedBuf, HostReadBuf, HostWriteBuf};
@@ -65,9 +65,120 @@ struct LegResult {
     result: io::Result<()>,
 }
 
+/// A flush sent to several legs.
 struct Fan {
     remaining: AtomicUsize,
     results: Mutex<Vec<LegResult>>,
+}
+
+/// A write sent to several legs. It holds its range and its write intent
+/// until every leg has returned it, even when it was acknowledged earlier
+/// (latency priority): no other write or resync copy of the range can
+/// overtake a late leg write, and the region stays in the bitmap meanwhile.
+struct WriteFan {
+    vol: Arc<Inner>,
+    offset: u64,
+    len: u64,
+    regions: (u64, u64),
+    /// The legs written, each with whether it was in sync at the start.
+    targets: Vec<(usize, bool)>,
+    /// Latency priority: acknowledge once no in-sync leg is still missing.
+    early: bool,
+    st: Mutex<FanState>,
+}
+
+struct FanState {
+    results: Vec<LegResult>,
+    /// `results[..settled]` were decided by an early acknowledgement.
+    settled: usize,
+    /// The legs (a bit set) that owe this write ([`Leg::owe`]).
+    owed: u32,
+    done: Option<Done>,
+    guard: Option<RangeGuard>,
+}
+
+impl WriteFan {
+    fn returned(self: &Arc<Self>, r: LegResult) {
+        let mut st = self.st.lock();
+        if st.owed & (1 << r.leg) != 0 && r.result.is_ok() {
+            // A failed one is repaid only once the failure is recorded: the
+            // leg must not be put back in sync in between.
+            st.owed &= !(1 << r.leg);
+            self.vol.legs[r.leg].repay();
+        }
+        st.results.push(r);
+        if st.results.len() < self.targets.len() {
+            let ack = if self.early { self.ack_early(&mut st) } else { None };
+            drop(st);
+            if let Some((done, r)) = ack {
+                done(r);
+            }
+            return;
+        }
+        let (done, guard) = (st.done.take(), st.guard.take());
+        let results = std::mem::take(&mut st.results);
+        let (settled, owed) = (st.settled, std::mem::take(&mut st.owed));
+        drop(st);
+        let stored_before = results[..settled].iter().any(|r| r.was_in_sync && r.result.is_ok());
+        let r = self.vol.settle_write(&results[settled..], stored_before, self.offset, self.len);
+        (0..self.vol.legs.len()).filter(|l| owed & (1 << l) != 0).for_each(|l| self.vol.legs[l].repay());
+        self.vol.intent.end(self.regions.0, self.regions.1);
+        drop(guard);
+        match done {
+            Some(done) => done(r),
+            None => {
+                if let Err(e) = r {
+                    // Acknowledged already; the leg's state is in the metadata.
+                    log::warn!("{}: a late leg write after its acknowledgement: {e}", self.vol.cfg.name);
+                }
+            }
+        }
+    }
+
+    /// The acknowledgement, if the write waits for no in-sync leg any more
+    /// and an in-sync leg stored it: the legs still writing are booked as
+    /// owing it, and the returned results are settled first.
+    fn ack_early(&self, st: &mut FanState) -> Option<(Done, Result<(), IoError>)> {
+        st.done.as_ref()?;
+        let back = |leg: usize| st.results.iter().any(|r| r.leg == leg);
+        let pending: Vec<usize> = self.targets.iter().map(|&(l, _)| l).filter(|&l| !back(l)).collect();
+        let legs = &self.vol.legs;
+        if !st.results.iter().any(|r| r.was_in_sync && r.result.is_ok())
+            || pending.iter().any(|&l| legs[l].is_in_sync())
+        {
+            return None;
+        }
+        let now = st.results.len();
+        if let Err(e) = self.vol.settle_write(&st.results[st.settled..], true, self.offset, self.len) {
+            st.settled = now;
+            return Some((st.done.take()?, Err(e)));
+        }
+        st.settled = now;
+        let mut booked = Vec::new();
+        for &l in &pending {
+            if !legs[l].owe() {
+                // The leg is (about to be) back in sync: wait for it.
+                booked.iter().for_each(|&b: &usize| legs[b].repay());
+                return None;
+            }
+            booked.push(l);
+        }
+        st.owed = booked.iter().fold(0, |m, &l| m | 1 << l);
+        Some((st.done.take()?, Ok(())))
+    }
+}
+
+impl Waiter for WriteFan {
+    fn stored_elsewhere(&self, leg: usize) -> bool {
+        self.st.lock().results.iter().any(|r| r.leg != leg && r.was_in_sync && r.result.is_ok())
+    }
+
+    fn leg_demoted(&self) {
+        let ack = self.ack_early(&mut self.st.lock());
+        if let Some((done, r)) = ack {
+            done(r);
+        }
+    }
 }
 
 impl Inner {
@@ -232,15 +343,38 @@ impl Inner {
             drop(guard);
             return done(Err(IoError::NoLegInSync));
         }
-        let fan =
-            Arc::new(Fan { remaining: AtomicUsize::new(targets.len()), results: Mutex::new(Vec::new()) });
-        let finish = Arc::new(Mutex::new(Some((guard, done))));
+        // Latency priority: the write may be acknowledged while a leg still
+        // writes it, so that leg must not write from the host's buffer.
+        let early = self.tun().write_lag_ms > 0;
+        let payload = match payload {
+            Payload::Host(buf) if early => {
+                let mut copy = AlignedBuf::uninit(buf.len());
+                buf.copy_out(0, copy.as_mut_slice());
+                Payload::Host(Arc::new(copy))
+            }
+            p => p,
+        };
+        let fan = Arc::new(WriteFan {
+            vol: self.clone(),
+            offset,
+            len: payload.len(),
+            regions,
+            targets: targets.clone(),
+            early,
+            st: Mutex::new(FanState {
+                results: Vec::new(),
+                settled: 0,
+                owed: 0,
+                done: Some(done),
+                guard: Some(guard),
+            }),
+        });
         // Every leg's write goes to the kernel in one system call.
         let _plug = self.legs[targets[0].0].ring().map(|r| r.plug());
         for (leg, was_in_sync) in targets {
-            let (me, fan, finish) = (self.clone(), fan.clone(), finish.clone());
-            let len = payload.len();
-            self.legs[leg].submit(
+            let f = fan.clone();
+            let waiter = early.then(|| fan.clone() as Arc<dyn Waiter>);
+            self.legs[leg].submit_for(
                 payload.job(&self.legs[leg], offset),
                 Box::new(move |r| {
                     let result = r.map(|_| ()).or_else(|e| match e.kind() {
@@ -249,28 +383,28 @@ impl Inner {
                         io::ErrorKind::Unsupported => Ok(()),
                         _ => Err(e),
                     });
-                    fan.results.lock().push(LegResult { leg, was_in_sync, result });
-                    if fan.remaining.fetch_sub(1, AcqRel) == 1 {
-                        let (guard, done) = finish.lock().take().expect("finished once");
-                        let results = std::mem::take(&mut *fan.results.lock());
-                        let r = me.settle_write(&results, offset, len);
-                        me.intent.end(regions.0, regions.1);
-                        drop(guard);
-                        done(r);
-                    }
+                    f.returned(LegResult { leg, was_in_sync, result });
                 }),
+                waiter,
             );
         }
     }
 
-    /// Decides a fanned-out write: it succeeded if any in-sync leg stored it,
-    /// and then every leg that failed it is faulted (durably, before the ack).
-    /// If a leg that failed it cannot be faulted because it is now the last
-    /// in-sync leg (the legs that stored it left the in-sync set meanwhile:
-    /// a timeout, an admin), the write failed: the one leg that will be read
-    /// does not hold it.
-    fn settle_write(&self, results: &[LegResult], offset: u64, len: u64) -> Result<(), IoError> {
-        let mut stored = results.iter().any(|r| r.was_in_sync && r.result.is_ok());
+    /// Decides a fanned-out write: it succeeded if any in-sync leg stored it
+    /// (here or, `stored_before`, in results decided earlier), and then every
+    /// leg that failed it is faulted (durably, before the ack). If a leg that
+    /// failed it cannot be faulted because it is now the last in-sync leg
+    /// (the legs that stored it left the in-sync set meanwhile: a timeout,
+    /// an admin, latency priority), the write failed: the one leg that will
+    /// be read does not hold it.
+    fn settle_write(
+        &self,
+        results: &[LegResult],
+        stored_before: bool,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
+        let mut stored = stored_before || results.iter().any(|r| r.was_in_sync && r.result.is_ok());
         let mut last_err = None;
         for r in results {
             let Err(e) = &r.result else { continue };

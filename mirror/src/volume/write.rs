@@ -65,6 +65,13 @@ struct LegResult {
     result: io::Result<()>,
 }
 
+impl LegResult {
+    /// A leg that was in sync when the write started has it.
+    fn stored(&self) -> bool {
+        self.was_in_sync && self.result.is_ok()
+    }
+}
+
 /// A flush sent to several legs.
 struct Fan {
     remaining: AtomicUsize,
@@ -119,9 +126,9 @@ impl WriteFan {
         let results = std::mem::take(&mut st.results);
         let (settled, owed) = (st.settled, std::mem::take(&mut st.owed));
         drop(st);
-        let stored_before = results[..settled].iter().any(|r| r.was_in_sync && r.result.is_ok());
+        let stored_before = results[..settled].iter().any(LegResult::stored);
         let r = self.vol.settle_write(&results[settled..], stored_before, self.offset, self.len);
-        (0..self.vol.legs.len()).filter(|l| owed & (1 << l) != 0).for_each(|l| self.vol.legs[l].repay());
+        self.repay(owed);
         self.vol.intent.end(self.regions.0, self.regions.1);
         drop(guard);
         match done {
@@ -143,34 +150,36 @@ impl WriteFan {
         let back = |leg: usize| st.results.iter().any(|r| r.leg == leg);
         let pending: Vec<usize> = self.targets.iter().map(|&(l, _)| l).filter(|&l| !back(l)).collect();
         let legs = &self.vol.legs;
-        if !st.results.iter().any(|r| r.was_in_sync && r.result.is_ok())
-            || pending.iter().any(|&l| legs[l].is_in_sync())
-        {
+        if !st.results.iter().any(LegResult::stored) || pending.iter().any(|&l| legs[l].is_in_sync()) {
             return None;
         }
-        let now = st.results.len();
-        if let Err(e) = self.vol.settle_write(&st.results[st.settled..], true, self.offset, self.len) {
-            st.settled = now;
+        let settled = self.vol.settle_write(&st.results[st.settled..], true, self.offset, self.len);
+        st.settled = st.results.len();
+        if let Err(e) = settled {
             return Some((st.done.take()?, Err(e)));
         }
-        st.settled = now;
-        let mut booked = Vec::new();
+        let mut owed = 0;
         for &l in &pending {
             if !legs[l].owe() {
                 // The leg is (about to be) back in sync: wait for it.
-                booked.iter().for_each(|&b: &usize| legs[b].repay());
+                self.repay(owed);
                 return None;
             }
-            booked.push(l);
+            owed |= 1 << l;
         }
-        st.owed = booked.iter().fold(0, |m, &l| m | 1 << l);
+        st.owed = owed;
         Some((st.done.take()?, Ok(())))
+    }
+
+    /// Returns the bookings of [`Leg::owe`] for the legs in `owed` (a bit set).
+    fn repay(&self, owed: u32) {
+        self.vol.legs.iter().filter(|l| owed & (1 << l.index) != 0).for_each(|l| l.repay());
     }
 }
 
 impl Waiter for WriteFan {
     fn stored_elsewhere(&self, leg: usize) -> bool {
-        self.st.lock().results.iter().any(|r| r.leg != leg && r.was_in_sync && r.result.is_ok())
+        self.st.lock().results.iter().any(|r| r.leg != leg && r.stored())
     }
 
     fn leg_demoted(&self) {
@@ -359,7 +368,7 @@ impl Inner {
             offset,
             len: payload.len(),
             regions,
-            targets: targets.clone(),
+            targets,
             early,
             st: Mutex::new(FanState {
                 results: Vec::new(),
@@ -370,8 +379,8 @@ impl Inner {
             }),
         });
         // Every leg's write goes to the kernel in one system call.
-        let _plug = self.legs[targets[0].0].ring().map(|r| r.plug());
-        for (leg, was_in_sync) in targets {
+        let _plug = self.legs[fan.targets[0].0].ring().map(|r| r.plug());
+        for &(leg, was_in_sync) in &fan.targets {
             let f = fan.clone();
             let waiter = early.then(|| fan.clone() as Arc<dyn Waiter>);
             self.legs[leg].submit_for(
@@ -404,7 +413,7 @@ impl Inner {
         offset: u64,
         len: u64,
     ) -> Result<(), IoError> {
-        let mut stored = stored_before || results.iter().any(|r| r.was_in_sync && r.result.is_ok());
+        let mut stored = stored_before || results.iter().any(LegResult::stored);
         let mut last_err = None;
         for r in results {
             let Err(e) = &r.result else { continue };

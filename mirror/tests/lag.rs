@@ -5,7 +5,8 @@
 
 mod common;
 use common::*;
-use mirror::{Event, HostWriteBuf, LegState, VolumeConfig};
+use mirror::backend::fault::FaultInjector;
+use mirror::{Event, HostWriteBuf, LegState, Volume, VolumeConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ fn lag_config(d: &Dir, lag_ms: u64) -> VolumeConfig {
 
 /// Writes `data` at `offset`; returns how long the acknowledgement took
 /// and whether the engine still held the host's buffer when it came.
-fn timed_write(v: &mirror::Volume, offset: u64, data: &[u8]) -> (Duration, bool) {
+fn timed_write(v: &Volume, offset: u64, data: &[u8]) -> (Duration, bool) {
     let buf: Arc<dyn HostWriteBuf> = Arc::new(data.to_vec());
     let (tx, rx) = crossbeam_channel::bounded(1);
     let t0 = Instant::now();
@@ -32,6 +33,19 @@ fn timed_write(v: &mirror::Volume, offset: u64, data: &[u8]) -> (Duration, bool)
 
 fn lagging_events(events: &Events) -> usize {
     events.count(|e| matches!(e, Event::LegLagging { leg: 1, .. }))
+}
+
+/// Writes a block with the delay `rule` (of `delay_ms`) in force and checks
+/// that the write waited for it and that leg 1 was not left behind. Returns
+/// whether the engine still held the host's buffer at the acknowledgement.
+fn write_waits_for_the_delay(v: &Volume, faults: &FaultInjector, events: &Events, rule_text: &str) -> bool {
+    let delay_ms: u64 = rule_text.rsplit("ms=").next().unwrap().parse().unwrap();
+    faults.add(rule(rule_text));
+    let (took, held) = timed_write(v, 0, &pattern(4096, delay_ms));
+    assert!(took >= Duration::from_millis(delay_ms), "acknowledged before the delayed leg had it: {took:?}");
+    assert_eq!(state_name(v, 1), "in_sync");
+    assert_eq!(lagging_events(events), 0, "a leg was left behind");
+    held
 }
 
 #[test]
@@ -63,12 +77,8 @@ fn without_write_lag_a_write_waits_for_the_slow_leg() {
     let d = Dir::new("lag-off");
     let cfg = lag_config(&d, 0);
     let (v, faults, events) = open(&cfg);
-    faults.add(rule("leg=1 op=write count=1 action=delay ms=600"));
-    let (took, held) = timed_write(&v, 0, &pattern(4096, 1));
-    assert!(took >= Duration::from_millis(600), "acknowledged before leg 1 had it: {took:?}");
+    let held = write_waits_for_the_delay(&v, &faults, &events, "leg=1 op=write count=1 action=delay ms=600");
     assert!(!held);
-    assert_eq!(state_name(&v, 1), "in_sync");
-    assert_eq!(lagging_events(&events), 0);
     v.shutdown();
     drop(v);
     assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
@@ -79,12 +89,9 @@ fn legs_that_are_equally_slow_are_not_left_behind() {
     let d = Dir::new("lag-both");
     let cfg = lag_config(&d, 50);
     let (v, faults, events) = open(&cfg);
-    faults.add(rule("op=write count=2 action=delay ms=300"));
-    let (took, _) = timed_write(&v, 0, &pattern(4096, 2));
-    assert!(took >= Duration::from_millis(300), "acknowledged before any leg had it: {took:?}");
+    // No leg stores the write before the other.
+    write_waits_for_the_delay(&v, &faults, &events, "op=write count=2 action=delay ms=300");
     assert_eq!(state_name(&v, 0), "in_sync");
-    assert_eq!(state_name(&v, 1), "in_sync");
-    assert_eq!(lagging_events(&events), 0, "no leg stored the write before the other");
     v.shutdown();
     drop(v);
 }
@@ -118,11 +125,7 @@ fn the_last_in_sync_leg_is_waited_for_not_left_behind() {
     let cfg = lag_config(&d, 50);
     let (v, faults, events) = open(&cfg);
     v.fail_leg(0).unwrap();
-    faults.add(rule("leg=1 op=write count=1 action=delay ms=300"));
-    let (took, _) = timed_write(&v, 0, &pattern(4096, 3));
-    assert!(took >= Duration::from_millis(300), "{took:?}");
-    assert_eq!(state_name(&v, 1), "in_sync");
-    assert_eq!(lagging_events(&events), 0);
+    write_waits_for_the_delay(&v, &faults, &events, "leg=1 op=write count=1 action=delay ms=300");
     v.shutdown();
     drop(v);
 }

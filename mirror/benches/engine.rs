@@ -3,6 +3,8 @@
 //! Writes: the baseline writes both leg files in parallel directly (the
 //! physical limit of a 2-way mirror). Reads with latency legs: each leg adds
 //! a fixed delay per I/O (independent arrays); two balanced legs against one.
+//! Write priority: one leg adds 20 ms to every write; latency priority
+//! (`write_lag_ms`) against the default redundancy priority.
 //! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N;
 //! HM_BENCH_ONLY=TEXT runs only the cases whose name contains TEXT, for
 //! profiling one of them).
@@ -292,8 +294,34 @@ fn bench_dir(dir: &Path, label: &str) {
     println!("4k randread qd32, legs with 1 ms latency and 8 I/Os at once each: one leg {one:.0} IOPS, two legs {two:.0} IOPS, ratio {:.2}", two / one);
     v.shutdown();
     drop(v);
+    slow_leg_writes(dir, &paths);
     bitmap_overhead(dir, &paths);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 4k random writes at QD1 while leg 1 adds 20 ms to every write: the
+/// default (redundancy) waits for it, `write_lag_ms=10` (latency) leaves it
+/// behind and acknowledges from leg 0.
+fn slow_leg_writes(dir: &Path, paths: &[PathBuf]) {
+    let buf: Arc<dyn HostWriteBuf> = Arc::new(vec![7u8; 4096]);
+    let mut iops = Vec::new();
+    for lag in [0, 10] {
+        let faults = FaultInjector::new();
+        faults.add(Rule::parse("leg=1 op=write action=delay ms=20").unwrap());
+        let v = volume_with(dir, paths, Some(faults.clone()), 8, true, false, IoEngine::Auto);
+        v.retune(&VolumeConfig { write_lag_ms: lag, ..v.config() }).unwrap();
+        iops.push(run_async(1, |off, d| v.write(off, buf.clone(), d), 4096, true));
+        // The writes still queued for leg 1 run without the delay.
+        faults.clear();
+        v.shutdown();
+    }
+    let ms = |iops: f64| 1e3 / iops;
+    println!(
+        "4k randwrite qd1, leg 1 +20 ms per write: redundancy {:.2} ms, latency (write_lag_ms=10) {:.2} ms per write, ratio {:.2}",
+        ms(iops[0]),
+        ms(iops[1]),
+        iops[1] / iops[0]
+    );
 }
 
 /// 4k random writes at QD32 with the write-intent bitmap (every region

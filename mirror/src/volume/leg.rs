@@ -8,11 +8,12 @@
 //! onto it) until the kernel has let go of every old I/O: a late write can
 //! then never land on a region that was already resynced.
 
+use super::jobqueue::JobQueue;
 use crate::backend::{Backend, Op};
 use crate::buf::{slices_aligned, AlignedBuf, HostWriteBuf};
 use crate::state::LegState;
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -136,7 +137,7 @@ pub(crate) struct Leg {
     /// Where the last read on this leg ended, to keep sequential streams here.
     pub last_read_end: AtomicU64,
     pub stats: LegStats,
-    queue: Arc<JobQueue>,
+    queue: Arc<JobQueue<Queued>>,
     /// The volume's io_uring, if it uses one; jobs it cannot take (and all
     /// jobs without it) go to the leg's threads.
     ring: Option<Arc<Ring>>,
@@ -226,7 +227,13 @@ impl Leg {
             },
             None => job,
         };
-        self.queue.push((id, ticket, job));
+        self.queue.push((id, ticket, job), self.backend().alignment() <= 1);
+    }
+
+    /// Lets jobs that have waited `longer_than` behind a slow one on the
+    /// leg's threads go to threads of their own (see [`JobQueue`]).
+    pub fn unstick(&self, longer_than: Duration) {
+        self.queue.unstick(longer_than);
     }
 
     /// Hands `job` to the ring, or gives it back when the backend or the
@@ -439,48 +446,14 @@ impl Leg {
 
 type Queued = (u64, Arc<Ticket>, Job);
 
-/// A leg's job queue. Workers park on a condition variable at once: spinning
-/// or yielding idle workers (as channel receivers do) steal the CPU from the
-/// ones doing I/O when dozens of them share a few cores.
-#[derive(Default)]
-struct JobQueue {
-    jobs: Mutex<(VecDeque<Queued>, bool)>,
-    ready: Condvar,
-}
-
-impl JobQueue {
-    fn push(&self, q: Queued) {
-        self.jobs.lock().0.push_back(q);
-        self.ready.notify_one();
-    }
-
-    /// The next job; `None` once the leg is gone.
-    fn pop(&self) -> Option<Queued> {
-        let mut j = self.jobs.lock();
-        loop {
-            if let Some(q) = j.0.pop_front() {
-                return Some(q);
-            }
-            if j.1 {
-                return None;
-            }
-            self.ready.wait(&mut j);
-        }
-    }
-
-    fn close(&self) {
-        self.jobs.lock().1 = true;
-        self.ready.notify_all();
-    }
-}
-
 impl Drop for Leg {
     fn drop(&mut self) {
         self.queue.close();
     }
 }
 
-fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue) {
+fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue<Queued>) {
+    queue.join();
     while let Some((id, ticket, job)) = queue.pop() {
         let Some(leg) = leg.upgrade() else { return };
         if ticket.resolved.load(std::sync::atomic::Ordering::Acquire) {
@@ -491,7 +464,9 @@ fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue) {
             continue;
         }
         let counted = Counted::of(&job);
+        let started = Instant::now();
         let result = leg.run(job);
+        queue.served(started.elapsed());
         leg.finish(id, &ticket, counted, result);
     }
 }

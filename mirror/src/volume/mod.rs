@@ -9,6 +9,7 @@
 
 mod admin;
 mod intent;
+mod jobqueue;
 mod leg;
 mod monitor;
 mod open;

@@ -88,8 +88,10 @@ impl Inner {
 
     fn monitor_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Relaxed) {
-            std::thread::sleep(self.tick());
+            let tick = self.tick();
+            std::thread::sleep(tick);
             for leg in 0..self.legs.len() {
+                self.legs[leg].unstick(tick);
                 self.leave_behind_if_lagging(leg);
                 self.enforce_deadline(leg);
                 self.maybe_fail_back(leg);

@@ -100,9 +100,10 @@ impl<T> JobQueue<T> {
         self.state.lock().awake += 1;
     }
 
-    /// The next job; `None` once the queue is closed and empty. When jobs are slow and
-    /// more wait, another thread is woken for them: a backlog built while
-    /// the queue was lazy is spread out as soon as a job turns out slow.
+    /// The next job; `None` once the queue is closed and empty. When jobs
+    /// are slow and more wait, another thread is woken for them: a backlog
+    /// built while the queue was lazy is spread out as soon as a job turns
+    /// out slow.
     pub fn pop(&self) -> Option<T> {
         let mut s = self.state.lock();
         loop {
@@ -112,11 +113,10 @@ impl<T> JobQueue<T> {
                 }
                 return Some(job);
             }
+            s.awake -= 1;
             if s.closed {
-                s.awake -= 1;
                 return None;
             }
-            s.awake -= 1;
             s.parked += 1;
             loop {
                 if s.tokens > 0 {

@@ -431,8 +431,8 @@ fn bench_direct(dir: &Path) {
         .collect();
     println!("\n== files on disk with O_DIRECT: {}", dir.display());
     println!(
-        "{:<20} {:>12} {:>9} {:>6} {:>9} {:>6}",
-        "case", "direct IOPS", "io_uring", "ratio", "threads", "ratio"
+        "{:<20} {:>12} {:>9} {:>6} {:>9} {:>6}   {:>10} {:>6} {:>6}",
+        "case", "direct IOPS", "io_uring", "ratio", "threads", "ratio", "handed off", "uring", "thr"
     );
     let cases: Vec<&Case> =
         CASES.iter().filter(|c| c.write && only().is_none_or(|o| c.name.contains(&o))).collect();
@@ -440,6 +440,10 @@ fn bench_direct(dir: &Path) {
     // Per engine, per case: the mirror's IOPS, with the baseline measured
     // right before it (the disk drifts between rounds).
     let mut rows = vec![Vec::new(); cases.len()];
+    let handed_off: Vec<f64> = cases
+        .iter()
+        .map(|c| run_handed_off(c.qd, &files, aligned(c.bs).as_slice(), c.bs, c.random))
+        .collect();
     for engine in [IoEngine::IoUring, IoEngine::Threads] {
         let v = volume_with(dir, &paths, None, 32, true, true, engine);
         for (i, c) in cases.iter().enumerate() {
@@ -451,9 +455,20 @@ fn bench_direct(dir: &Path) {
         v.shutdown();
         drop(v);
     }
-    for (c, r) in cases.iter().zip(rows) {
+    for ((c, r), h) in cases.iter().zip(rows).zip(handed_off) {
         let (b, u, t) = ((r[0].0 + r[1].0) / 2.0, r[0].1, r[1].1);
-        println!("{:<20} {:>12.0} {:>9.0} {:>6.2} {:>9.0} {:>6.2}", c.name, b, u, u / r[0].0, t, t / r[1].0);
+        println!(
+            "{:<20} {:>12.0} {:>9.0} {:>6.2} {:>9.0} {:>6.2}   {:>10.0} {:>6.2} {:>6.2}",
+            c.name,
+            b,
+            u,
+            u / r[0].0,
+            t,
+            t / r[1].0,
+            h,
+            u / h,
+            t / h
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -331,6 +331,8 @@ fn bench_dir(dir: &Path, label: &str) {
     }
     if only().is_some() {
         v.shutdown();
+        drop(v);
+        let _ = std::fs::remove_dir_all(dir);
         return;
     }
     // Added latency per 4 KiB I/O at QD1.

@@ -3,8 +3,9 @@
 //! Writes: the baseline writes both leg files in parallel directly (the
 //! physical limit of a 2-way mirror). A second baseline, "handed off", does
 //! the same writes through a thread pool per file, as an engine that must not
-//! block its caller has to: the mirror's ratio to it is the engine's own cost. Reads with latency legs: each leg adds
-//! a fixed delay per I/O (independent arrays); two balanced legs against one.
+//! block its caller has to: the mirror's ratio to it is the engine's own cost.
+//! Reads with latency legs: each leg adds a fixed delay per I/O (independent
+//! arrays); two balanced legs against one.
 //! Write priority: one leg adds 20 ms to every write; latency priority
 //! (`write_lag_ms`) against the default redundancy priority.
 //! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N;
@@ -315,15 +316,15 @@ fn bench_dir(dir: &Path, label: &str) {
             run_async(c.qd, |off, d| v.read(off, Box::new(Sink(c.bs)), d), c.bs, c.random)
         };
         if c.write {
-            let off = run_handed_off(c.qd, &files, &data, c.bs, c.random);
+            let handed = run_handed_off(c.qd, &files, &data, c.bs, c.random);
             println!(
                 "{:<20} {:>12.0} {:>12.0} {:>7.2}   {:>12.0} {:>7.2}",
                 c.name,
                 base,
                 mirror,
                 mirror / base,
-                off,
-                mirror / off
+                handed,
+                mirror / handed
             );
         } else {
             println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);

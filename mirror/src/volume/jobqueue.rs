@@ -21,11 +21,11 @@
 //! on a CPU that is already running (a woken thread tends to be placed on
 //! the waker's CPU, so two legs' 1 MiB copies woken at once could share one
 //! core). A push counts on a looking thread for one job; the next push wakes
-//! a thread as before. Threads look only while jobs follow each other closely
-//! (the last one came within [`SPIN`] of the queue running dry), so a leg
-//! with a job now and then does not spin after each. Spinning without yielding made tmpfs 4k writes three
-//! to four times slower on a 2-core machine (the spinners starved the
-//! submitting thread). With the yield, measured in one session against the
+//! a thread as before. Threads look only while jobs follow each other
+//! closely (the last one came within [`SPIN`] of the queue running dry), so
+//! a leg with a job now and then does not spin after each. Spinning without
+//! yielding made tmpfs 4k writes three to four times slower on a 2-core
+//! machine (the spinners starved the submitting thread). With the yield, measured in one session against the
 //! direct baseline: tmpfs 4k writes 0.11 → 0.19 (QD1) and 0.49 → 1.00
 //! (QD32) when only quick jobs spun, and then with every queue spinning,
 //! 1 MiB QD1 writes 0.61 → 0.93 (tmpfs) and 0.65 → 0.89 (disk files); a
@@ -35,7 +35,7 @@
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Jobs quicker than this on average let a leg's queue wake lazily.
@@ -51,8 +51,9 @@ pub(crate) struct JobQueue<T> {
     /// Recent service time in µs: up at once on a slow job, down by an
     /// eighth of the difference on each quicker one.
     service_us: AtomicU64,
-    /// `jobs.len()`, for a spinning thread to watch without the lock.
-    pending: AtomicUsize,
+    /// A push has counted on the thread looking for work to take its job
+    /// (set under the state lock; the looking thread watches it without).
+    spinner_claimed: AtomicBool,
 }
 
 struct State<T> {
@@ -67,8 +68,6 @@ struct State<T> {
     tokens: usize,
     /// A thread is looking for the next job instead of parking (at most one).
     spinning: bool,
-    /// A push has counted on that thread to take its job.
-    spinner_claimed: bool,
     /// When the queue last ran dry, until the next push.
     dry_since: Option<Instant>,
     /// Whether the last push came within [`SPIN`] of the queue running dry:
@@ -111,7 +110,6 @@ impl<T> Default for JobQueue<T> {
                 parked: 0,
                 tokens: 0,
                 spinning: false,
-                spinner_claimed: false,
                 dry_since: None,
                 jobs_follow_closely: true,
                 #[cfg(test)]
@@ -123,7 +121,7 @@ impl<T> Default for JobQueue<T> {
             }),
             ready: Condvar::new(),
             service_us: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            spinner_claimed: AtomicBool::new(false),
         }
     }
 }
@@ -135,12 +133,11 @@ impl<T> JobQueue<T> {
     pub fn push(&self, job: T, may_be_lazy: bool) {
         let mut s = self.state.lock();
         s.jobs.push_back((Instant::now(), job));
-        self.pending.store(s.jobs.len(), Relaxed);
         if let Some(t) = s.dry_since.take() {
             s.jobs_follow_closely = t.elapsed() < SPIN;
         }
-        if s.spinning && !s.spinner_claimed {
-            s.spinner_claimed = true;
+        if s.spinning && !self.spinner_claimed.load(Relaxed) {
+            self.spinner_claimed.store(true, Relaxed);
         } else if s.awake == 0 || !(may_be_lazy && self.quick()) {
             s.wake_one(&self.ready);
         }
@@ -160,7 +157,6 @@ impl<T> JobQueue<T> {
         let mut spun = false;
         loop {
             if let Some((_, job)) = s.jobs.pop_front() {
-                self.pending.store(s.jobs.len(), Relaxed);
                 #[cfg(test)]
                 {
                     s.spun_into += u64::from(spun);
@@ -182,7 +178,7 @@ impl<T> JobQueue<T> {
                 }
                 parking_lot::MutexGuard::unlocked(&mut s, || self.spin());
                 s.spinning = false;
-                s.spinner_claimed = false;
+                self.spinner_claimed.store(false, Relaxed);
                 continue;
             }
             s.awake -= 1;
@@ -232,11 +228,12 @@ impl<T> JobQueue<T> {
         self.ready.notify_all();
     }
 
-    /// Watches for a job for up to [`SPIN`], yielding the CPU at each look.
+    /// Watches for a push that counts on this thread, for up to [`SPIN`],
+    /// yielding the CPU at each look.
     fn spin(&self) {
         let until = Instant::now() + SPIN;
         loop {
-            if self.pending.load(Relaxed) > 0 {
+            if self.spinner_claimed.load(Relaxed) {
                 return;
             }
             std::thread::yield_now();

@@ -80,7 +80,10 @@ impl FileBackend {
         };
         let f = &file;
         let size = file_size(f, is_block).map_err(LegOpenError::Open)?;
-        let alignment = if mode.direct_io { block_alignment(path, is_block) } else { 1 };
+        // Not `mode.direct_io`: the file system may have refused O_DIRECT.
+        let direct = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|fl| fl & libc::O_DIRECT != 0);
+        let alignment = if direct { block_alignment(path, is_block) } else { 1 };
         let caps = Caps { discard_zeroes: probe_discard(f, size) };
         Ok(FileBackend {
             name: path.display().to_string(),
@@ -313,6 +316,45 @@ mod tests {
         let _first = FileBackend::open(&p, mode).unwrap();
         assert!(matches!(FileBackend::open(&p, mode), Err(LegOpenError::Busy)));
         fs::remove_file(p).unwrap();
+    }
+
+    /// Whether `b`'s descriptor really has `O_DIRECT`.
+    fn opened_direct(b: &FileBackend) -> bool {
+        let fl = nix::fcntl::fcntl(b.file().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        fl & libc::O_DIRECT != 0
+    }
+
+    #[test]
+    fn alignment_follows_the_open_file_not_the_config() {
+        let p = temp_leg("align", 1 << 20);
+        let buffered = FileBackend::open(&p, MODES[0]).unwrap();
+        assert_eq!(buffered.alignment(), 1);
+        drop(buffered);
+        let direct = FileBackend::open(&p, MODES[1]).unwrap();
+        assert_eq!(direct.alignment() > 1, opened_direct(&direct));
+        drop(direct);
+        fs::remove_file(p).unwrap();
+
+        // ramfs refuses O_DIRECT (tmpfs did too before Linux 6.6): the leg
+        // falls back to buffered I/O and must not ask for aligned buffers.
+        let dir = std::env::temp_dir().join(format!("hm-ramfs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "hm-test"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            let leg = dir.join("leg");
+            File::create(&leg).unwrap().set_len(1 << 20).unwrap();
+            let fallen_back = FileBackend::open(&leg, MODES[1]).map(|b| (b.alignment(), opened_direct(&b)));
+            let _ = std::process::Command::new("umount").arg(&dir).status();
+            assert_eq!(fallen_back.unwrap(), (1, false));
+        } else {
+            eprintln!("skipped the O_DIRECT fallback: cannot mount ramfs here (not root?)");
+        }
+        let _ = fs::remove_dir(&dir);
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub struct VolumeConfig {
     pub io_engine: IoEngine,
     /// I/O threads per leg: with `threads`, the leg's queue depth; with
     /// io_uring, they serve only what the ring does not (discards, zeroing,
-    /// and I/O a fault rule may fire for).
+    /// and I/O a fault rule may fire for). A buffered regular file still
+    /// takes its writes one at a time (see `Backend::writes_one_at_a_time`).
     pub leg_threads: usize,
     /// A region is cleared in the bitmap once idle this long, in milliseconds.
     pub bitmap_clear_delay_ms: u64,

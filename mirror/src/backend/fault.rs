@@ -229,6 +229,9 @@ impl Backend for FaultyBackend {
     fn alignment(&self) -> usize {
         self.inner.alignment()
     }
+    fn writes_one_at_a_time(&self) -> bool {
+        self.inner.writes_one_at_a_time()
+    }
     fn caps(&self) -> Caps {
         self.inner.caps()
     }

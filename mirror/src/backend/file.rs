@@ -203,6 +203,10 @@ impl Backend for FileBackend {
     fn alignment(&self) -> usize {
         self.alignment
     }
+    fn writes_one_at_a_time(&self) -> bool {
+        // O_DIRECT overwrites share the inode lock; a block device has none.
+        !self.is_block && self.alignment <= 1
+    }
     fn caps(&self) -> Caps {
         self.caps
     }
@@ -325,13 +329,15 @@ mod tests {
     }
 
     #[test]
-    fn alignment_follows_the_open_file_not_the_config() {
+    fn alignment_and_write_lane_follow_the_open_file_not_the_config() {
         let p = temp_leg("align", 1 << 20);
         let buffered = FileBackend::open(&p, MODES[0]).unwrap();
         assert_eq!(buffered.alignment(), 1);
+        assert!(buffered.writes_one_at_a_time(), "a buffered file's writes hold its inode lock");
         drop(buffered);
         let direct = FileBackend::open(&p, MODES[1]).unwrap();
         assert_eq!(direct.alignment() > 1, opened_direct(&direct));
+        assert_eq!(direct.writes_one_at_a_time(), !opened_direct(&direct));
         drop(direct);
         fs::remove_file(p).unwrap();
 
@@ -348,9 +354,10 @@ mod tests {
         if mounted {
             let leg = dir.join("leg");
             File::create(&leg).unwrap().set_len(1 << 20).unwrap();
-            let fallen_back = FileBackend::open(&leg, MODES[1]).map(|b| (b.alignment(), opened_direct(&b)));
+            let fallen_back = FileBackend::open(&leg, MODES[1])
+                .map(|b| (b.alignment(), opened_direct(&b), b.writes_one_at_a_time()));
             let _ = std::process::Command::new("umount").arg(&dir).status();
-            assert_eq!(fallen_back.unwrap(), (1, false));
+            assert_eq!(fallen_back.unwrap(), (1, false, true));
         } else {
             eprintln!("skipped the O_DIRECT fallback: cannot mount ramfs here (not root?)");
         }

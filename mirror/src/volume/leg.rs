@@ -8,7 +8,7 @@
 //! onto it) until the kernel has let go of every old I/O: a late write can
 //! then never land on a region that was already resynced.
 
-use super::jobqueue::JobQueue;
+use super::jobqueue::{JobQueue, Lane};
 use crate::backend::{Backend, Op};
 use crate::buf::{slices_aligned, AlignedBuf, HostWriteBuf};
 use crate::state::LegState;
@@ -227,7 +227,9 @@ impl Leg {
             },
             None => job,
         };
-        self.queue.push((id, ticket, job), self.backend().alignment() <= 1);
+        let backend = self.backend();
+        let lane = if job.is_write() && backend.writes_one_at_a_time() { Lane::Single } else { Lane::Any };
+        self.queue.push((id, ticket, job), backend.alignment() <= 1, lane);
     }
 
     /// Lets jobs that have waited `longer_than` behind a slow one on the
@@ -454,7 +456,7 @@ impl Drop for Leg {
 
 fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue<Queued>) {
     queue.join();
-    while let Some((id, ticket, job)) = queue.pop() {
+    while let Some(((id, ticket, job), turn)) = queue.pop() {
         let Some(leg) = leg.upgrade() else { return };
         if ticket.resolved.load(std::sync::atomic::Ordering::Acquire) {
             // Given up on (timed out or abandoned) before it started: its
@@ -466,7 +468,7 @@ fn worker(leg: std::sync::Weak<Leg>, queue: &JobQueue<Queued>) {
         let counted = Counted::of(&job);
         let started = Instant::now();
         let result = leg.run(job);
-        queue.served(started.elapsed());
+        turn.served(started.elapsed());
         leg.finish(id, &ticket, counted, result);
     }
 }

@@ -24,34 +24,32 @@ fn lanes_config(d: &Dir, direct: bool) -> VolumeConfig {
     cfg
 }
 
-/// Starts `n` writes of 4 KiB to different blocks at once and returns how
-/// long the last took to complete.
-fn concurrent_writes(v: &Volume, n: u64) -> Duration {
+/// Starts `n` I/Os at once (`start(i, done)` starts the i-th) and returns
+/// how long the last took to complete.
+fn concurrently(n: u64, start: impl Fn(u64, mirror::Done)) -> Duration {
     let (tx, rx) = crossbeam_channel::unbounded();
     let t = Instant::now();
     for i in 0..n {
-        let buf: Arc<dyn HostWriteBuf> = Arc::new(pattern(4096, i));
         let tx = tx.clone();
-        v.write(i * 65536, buf, Box::new(move |r| drop(tx.send(r))));
+        start(i, Box::new(move |r| drop(tx.send(r))));
     }
     for _ in 0..n {
-        rx.recv_timeout(Duration::from_secs(20)).expect("completed").expect("write ok");
+        rx.recv_timeout(Duration::from_secs(20)).expect("completed").expect("I/O ok");
     }
     t.elapsed()
 }
 
-/// Starts `n` reads of 4 KiB at once and returns how long the last took.
+/// `n` writes of 4 KiB to different blocks at once.
+fn concurrent_writes(v: &Volume, n: u64) -> Duration {
+    concurrently(n, |i, done| {
+        let buf: Arc<dyn HostWriteBuf> = Arc::new(pattern(4096, i));
+        v.write(i * 65536, buf, done)
+    })
+}
+
+/// `n` reads of 4 KiB from different blocks at once.
 fn concurrent_reads(v: &Volume, n: u64) -> Duration {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let t = Instant::now();
-    for i in 0..n {
-        let tx = tx.clone();
-        v.read(i * 65536, Box::new(vec![0u8; 4096]), Box::new(move |r| drop(tx.send(r))));
-    }
-    for _ in 0..n {
-        rx.recv_timeout(Duration::from_secs(20)).expect("completed").expect("read ok");
-    }
-    t.elapsed()
+    concurrently(n, |i, done| v.read(i * 65536, Box::new(vec![0u8; 4096]), done))
 }
 
 #[test]

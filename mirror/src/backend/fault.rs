@@ -5,6 +5,12 @@
 //! many matching operations, how many times, and what happens: an error, a
 //! hang (until released), a delay or a torn write. Rules read as text, e.g.
 //! `leg=1 op=write range=0-65536 after=10 count=1 action=error errno=5`.
+//!
+//! A faulty backend runs its writes one at a time where the leg it wraps
+//! does ([`Backend::writes_one_at_a_time`]): on a buffered file leg, delayed
+//! or hung writes hold the writes behind them, as a write stuck inside the
+//! kernel holds the file's inode lock. To stand for a slow array, whose
+//! I/Os overlap, wrap an `O_DIRECT` leg or a block device.
 
 use super::{Backend, Caps, LegIdentity};
 use parking_lot::{Condvar, Mutex};
@@ -241,7 +247,7 @@ impl Backend for FaultyBackend {
 
     /// An operation no rule can fire for goes to the real leg asynchronously
     /// (it would pass untouched, and uncounted, anyway); one that a rule may
-    /// fire for takes the blocking path, where [`FaultInjector::decide`]
+    /// fire for takes the blocking path, where `FaultInjector::decide`
     /// counts it and applies the rule.
     fn async_file(&self, op: Op, offset: u64, len: u64) -> Option<&Arc<std::fs::File>> {
         if self.faults.may_fire(self.leg, op, offset, len) {

@@ -14,7 +14,7 @@
 //! always holds the previous complete header.
 //!
 //! A bitmap page: frame (16) | page index u64 | page sequence u64 |
-//! volume id [16] | 16 reserved zero bytes | 504 little-endian u64 words, the
+//! volume id \[16\] | 16 reserved zero bytes | 504 little-endian u64 words, the
 //! bits of regions `index * REGIONS_PER_PAGE ..` (bit k of word w is region
 //! `w * 64 + k` of the page).
 

@@ -3,7 +3,7 @@
 //!
 //! Slot: frame (16, see `format`) | header sequence u64 | payload length u32 |
 //! 4 reserved zero bytes | payload | zeros to 8 KiB. The CRC covers the whole
-//! slot. Payload: volume id [16] | size u64 | block_size u32 | region_size u64 |
+//! slot. Payload: volume id \[16\] | size u64 | block_size u32 | region_size u64 |
 //! generation u64 | clean u8 | leg count u8 | name | legs, each: state u8 |
 //! full u8 | in_sync_generation u64 | rebuild_cursor u64 | identity | path |
 //! reason | then source request. A string is a u16 byte length and its UTF-8

@@ -81,9 +81,7 @@ impl FileBackend {
         let f = &file;
         let size = file_size(f, is_block).map_err(LegOpenError::Open)?;
         // Not `mode.direct_io`: the file system may have refused O_DIRECT.
-        let direct = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
-            .is_ok_and(|fl| fl & libc::O_DIRECT != 0);
-        let alignment = if direct { block_alignment(path, is_block) } else { 1 };
+        let alignment = if opened_direct(f) { block_alignment(path, is_block) } else { 1 };
         let caps = Caps { discard_zeroes: probe_discard(f, size) };
         Ok(FileBackend {
             name: path.display().to_string(),
@@ -143,6 +141,11 @@ fn file_size(f: &File, is_block: bool) -> io::Result<u64> {
     } else {
         Ok(f.metadata()?.len())
     }
+}
+
+/// Whether `f` was really opened with `O_DIRECT`.
+fn opened_direct(f: &File) -> bool {
+    nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|fl| fl & libc::O_DIRECT != 0)
 }
 
 /// O_DIRECT alignment: the device's logical block size (sysfs), 512 for files.
@@ -322,12 +325,6 @@ mod tests {
         fs::remove_file(p).unwrap();
     }
 
-    /// Whether `b`'s descriptor really has `O_DIRECT`.
-    fn opened_direct(b: &FileBackend) -> bool {
-        let fl = nix::fcntl::fcntl(b.file().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
-        fl & libc::O_DIRECT != 0
-    }
-
     #[test]
     fn alignment_and_write_lane_follow_the_open_file_not_the_config() {
         let p = temp_leg("align", 1 << 20);
@@ -336,8 +333,8 @@ mod tests {
         assert!(buffered.writes_one_at_a_time(), "a buffered file's writes hold its inode lock");
         drop(buffered);
         let direct = FileBackend::open(&p, MODES[1]).unwrap();
-        assert_eq!(direct.alignment() > 1, opened_direct(&direct));
-        assert_eq!(direct.writes_one_at_a_time(), !opened_direct(&direct));
+        assert_eq!(direct.alignment() > 1, opened_direct(direct.file()));
+        assert_eq!(direct.writes_one_at_a_time(), !opened_direct(direct.file()));
         drop(direct);
         fs::remove_file(p).unwrap();
 
@@ -355,7 +352,7 @@ mod tests {
             let leg = dir.join("leg");
             File::create(&leg).unwrap().set_len(1 << 20).unwrap();
             let fallen_back = FileBackend::open(&leg, MODES[1])
-                .map(|b| (b.alignment(), opened_direct(&b), b.writes_one_at_a_time()));
+                .map(|b| (b.alignment(), opened_direct(b.file()), b.writes_one_at_a_time()));
             let _ = std::process::Command::new("umount").arg(&dir).status();
             assert_eq!(fallen_back.unwrap(), (1, false, true));
         } else {

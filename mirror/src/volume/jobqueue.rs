@@ -25,8 +25,9 @@
 //! closely (the last one came within [`SPIN`] of the queue running dry), so
 //! a leg with a job now and then does not spin after each. Spinning without
 //! yielding made tmpfs 4k writes three to four times slower on a 2-core
-//! machine (the spinners starved the submitting thread). With the yield, measured in one session against the
-//! direct baseline: tmpfs 4k writes 0.11 → 0.19 (QD1) and 0.49 → 1.00
+//! machine (the spinners starved the submitting thread). With the yield,
+//! measured in one session against the direct baseline: tmpfs 4k writes
+//! 0.11 → 0.19 (QD1) and 0.49 → 1.00
 //! (QD32) when only quick jobs spun, and then with every queue spinning,
 //! 1 MiB QD1 writes 0.61 → 0.93 (tmpfs) and 0.65 → 0.89 (disk files); a
 //! 50 µs look rather than 30 µs keeps 1 MiB QD1 there (0.86–1.01). The

@@ -78,3 +78,19 @@ fn an_o_direct_leg_writes_side_by_side() {
     // One at a time would take 800 ms.
     assert!(took < Duration::from_millis(600), "leg 1 served O_DIRECT writes one at a time: {took:?}");
 }
+
+#[test]
+fn writes_queued_behind_a_hung_write_on_a_buffered_leg_complete_within_the_deadline() {
+    let d = Dir::new("lanes-hang");
+    let mut cfg = lanes_config(&d, false);
+    cfg.io_timeout_ms = 300;
+    cfg.last_leg_grace_ms = 600;
+    let (v, faults, _) = open(&cfg);
+    // The first write hangs in leg 1's lane; three more queue behind it,
+    // waiting for the lane rather than for a thread.
+    faults.add(rule("leg=1 op=write count=1 action=hang"));
+    let took = concurrent_writes(&v, 4);
+    assert!(took < Duration::from_millis(cfg.io_timeout_ms) * 3, "the host waited {took:?} for a hung leg");
+    assert_eq!(state_name(&v, 1), "faulted");
+    faults.release_hangs();
+}

@@ -268,3 +268,34 @@ fn a_source_request_is_honoured_once_per_token() {
     drop(v);
     assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
 }
+
+/// A rebuild pass that is copying when its leg fails and comes back (auto
+/// failback) must end: the leg missed a write behind the pass's cursor, and
+/// only a new pass from region 0 copies it. Left to run, the old pass would
+/// bring the leg in sync without that write.
+#[test]
+fn a_leg_that_fails_and_returns_during_a_rebuild_pass_gets_a_new_pass() {
+    let d = Dir::new("repass");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.failback_delay_ms = 20;
+    let (v, faults, _) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    write(&v, 0, &pattern(4 * MIB as usize, 1)).unwrap(); // every region to copy
+                                                          // The pass copies 1 MiB spans: reading the second from leg 0 is slow,
+                                                          // and a host write at 0 (after the pass's own copy there) fails on leg 1.
+    faults.add(rule("leg=0 op=read range=1048576-2097152 count=1 action=delay ms=600"));
+    faults.add(rule("leg=1 op=write range=0-4096 after=1 count=1 action=error errno=5"));
+    v.restore_leg(1).unwrap();
+    wait_for("the first span copied", Duration::from_secs(10), || v.resync_bytes() >= MIB);
+    write(&v, 0, &pattern(4096, 2)).expect("leg 0 stored it");
+    assert_eq!(state_name(&v, 1), "faulted", "leg 1 failed the write");
+    wait_for("leg 1 back", Duration::from_secs(10), || state_name(&v, 1) != "faulted");
+    wait_for("leg 1 in sync", Duration::from_secs(20), || state_name(&v, 1) == "in_sync");
+    assert!(v.wait_resync_idle(Duration::from_secs(20)));
+    v.shutdown();
+    drop(v);
+    let (a, b) = (leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+    assert_eq!(&a[..4096], &pattern(4096, 2)[..]);
+    assert!(a[..4096] == b[..4096], "leg 1 was brought in sync without the write it missed");
+    assert!(a == b, "legs differ");
+}

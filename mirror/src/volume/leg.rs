@@ -131,6 +131,10 @@ pub(crate) struct Leg {
     pub path: String,
     backend: RwLock<Arc<dyn Backend>>,
     pub state: RwLock<LegState>,
+    /// Counts the leg's state changes (made under the header lock). A
+    /// rebuild belongs to the count it started at: had the leg failed and
+    /// come back meanwhile, writes it missed lie behind the rebuild's cursor.
+    pub state_changes: AtomicU64,
     pub needs_flush: AtomicBool,
     /// Read errors since the leg was last brought in (the error budget).
     pub read_errors_budget_used: AtomicU64,
@@ -179,6 +183,7 @@ impl Leg {
             path: backend.name().to_owned(),
             backend: RwLock::new(backend),
             state: RwLock::new(state),
+            state_changes: AtomicU64::new(0),
             needs_flush: AtomicBool::new(false),
             read_errors_budget_used: AtomicU64::new(0),
             last_read_end: AtomicU64::new(u64::MAX),

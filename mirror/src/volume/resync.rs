@@ -128,8 +128,16 @@ impl Inner {
     }
 
     /// Brings a rebuilding leg in sync: the bitmap's regions (difference) or
-    /// every region (full), from the recorded cursor on.
+    /// every region (full), from the recorded cursor on. The pass ends, and
+    /// never promotes the leg, once the leg's state changed: a leg that
+    /// failed and came back meanwhile missed writes behind the cursor, which
+    /// the next pass, from region 0, copies.
     fn rebuild(self: &Arc<Self>, leg: usize) {
+        let changes = self.legs[leg].state_changes.load(Relaxed);
+        let ours = || {
+            self.legs[leg].state() == LegState::Rebuilding
+                && self.legs[leg].state_changes.load(Relaxed) == changes
+        };
         let (mut cursor, full) = self.recorded_rebuild(leg);
         let kind = if full { ResyncKind::Full } else { ResyncKind::Difference };
         let regions = self.intent.len();
@@ -143,18 +151,18 @@ impl Inner {
         let mut copied = 0;
         let mut checkpoint = Instant::now();
         loop {
-            if self.legs[leg].state() != LegState::Rebuilding {
+            if !ours() {
                 return;
             }
             if self.shutting_down.load(Relaxed) {
-                return self.checkpoint(leg, cursor, full);
+                return self.checkpoint(leg, changes, cursor, full);
             }
             let next = if full { (cursor < regions).then_some(cursor) } else { self.intent.next_set(cursor) };
             let Some(r) = next else { break };
             let n = if full { (regions - r).min(self.span_regions()) } else { self.span_of_set(r) };
             match self.copy_span(r, n, None, &[leg]) {
                 Step::Copied(n) => copied += n,
-                Step::Stopped => return self.checkpoint(leg, cursor, full),
+                Step::Stopped => return self.checkpoint(leg, changes, cursor, full),
                 Step::SourceFailed => continue,
                 Step::TargetFailed => {
                     self.emit(Event::ResyncFailed {
@@ -167,7 +175,7 @@ impl Inner {
             }
             cursor = r + n;
             if checkpoint.elapsed() >= CHECKPOINT && self.leg_io_wait(leg, Job::Flush).is_ok() {
-                let _ = self.record_cursor(leg, cursor, full);
+                let _ = self.record_cursor(leg, changes, cursor, full);
                 checkpoint = Instant::now();
             }
         }
@@ -178,10 +186,10 @@ impl Inner {
         }
         // Writes acknowledged without the leg (latency priority) must have
         // reached it before it is read again.
-        let rebuilding =
-            || self.legs[leg].state() == LegState::Rebuilding && !self.shutting_down.load(Relaxed);
+        let rebuilding = || ours() && !self.shutting_down.load(Relaxed);
         let promoted = self.legs[leg].when_caught_up(rebuilding, || {
-            self.change_state(leg, LegState::InSync, |s| *s == LegState::Rebuilding)
+            // Checked under the header lock, which every state change holds.
+            self.change_state(leg, LegState::InSync, |_| ours())
         });
         if matches!(promoted, Some(Ok(()))) {
             // The fault history is kept for the flap window on purpose: a leg
@@ -197,9 +205,9 @@ impl Inner {
 
     /// Records how far a rebuild got (after the target flushed), so that the
     /// next start continues from there.
-    fn checkpoint(&self, leg: usize, cursor: u64, full: bool) {
+    fn checkpoint(&self, leg: usize, changes: u64, cursor: u64, full: bool) {
         if self.leg_io_wait(leg, Job::Flush).is_ok() {
-            let _ = self.record_cursor(leg, cursor, full);
+            let _ = self.record_cursor(leg, changes, cursor, full);
         }
     }
 

@@ -7,6 +7,7 @@ use super::Inner;
 use crate::event::Event;
 use crate::meta::{MetaError, RecordedState};
 use crate::state::{FaultReason, LegState};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Why a state change was not made.
@@ -76,6 +77,7 @@ impl Inner {
         self.intent.store().write_header(&next).map_err(|e| Refused::Metadata(Arc::new(e)))?;
         *header = next;
         *self.legs[leg].state.write() = to.clone();
+        self.legs[leg].state_changes.fetch_add(1, Ordering::AcqRel);
         drop(header);
         if matches!(to, LegState::Faulted(_)) {
             self.note_fault(leg);
@@ -85,9 +87,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Records resync progress (and a full/difference flag) for a rebuilding leg.
-    pub(crate) fn record_cursor(&self, leg: usize, cursor: u64, full: bool) -> Result<(), Arc<MetaError>> {
+    /// Records resync progress (and a full/difference flag) for a rebuilding
+    /// leg, unless its state changed since `changes` (the rebuild that got
+    /// this far is over; the one that follows starts from 0).
+    pub(crate) fn record_cursor(
+        &self,
+        leg: usize,
+        changes: u64,
+        cursor: u64,
+        full: bool,
+    ) -> Result<(), Arc<MetaError>> {
         let mut header = self.header.lock();
+        if self.legs[leg].state_changes.load(Ordering::Acquire) != changes {
+            return Ok(());
+        }
         let mut next = header.clone();
         next.legs[leg].rebuild_cursor = cursor;
         next.legs[leg].state = RecordedState::Rebuilding { full };

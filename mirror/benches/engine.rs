@@ -10,7 +10,8 @@
 //! (`write_lag_ms`) against the default redundancy priority.
 //! Run: `cargo bench -p hamirror-mirror --bench engine` (HM_BENCH_SECS=N;
 //! HM_BENCH_ONLY=TEXT runs only the cases whose name contains TEXT, for
-//! profiling one of them).
+//! profiling one of them; `HM_BENCH_ONLY="fresh LUN"` runs only the
+//! comparison of bitmap extents on a fresh LUN).
 
 use mirror::backend::fault::{FaultInjector, Rule};
 use mirror::config::{InitialSync, IoEngine};
@@ -261,21 +262,34 @@ fn volume_with(
     direct: bool,
     io_engine: IoEngine,
 ) -> Volume {
-    let _ = std::fs::remove_file(dir.join("meta"));
     let cfg = VolumeConfig {
-        name: "bench".into(),
-        size: SIZE,
         legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(direct) }).collect(),
-        metadata: vec![dir.join("meta")],
-        initial_sync: InitialSync::None,
-        write_cache: true,
         leg_threads,
         bitmap,
         io_engine,
+        ..bench_config(dir, paths)
+    };
+    open_fresh(dir, cfg, faults)
+}
+
+/// The bench's volume over `paths`, with its metadata in `dir`.
+fn bench_config(dir: &Path, paths: &[PathBuf]) -> VolumeConfig {
+    VolumeConfig {
+        name: "bench".into(),
+        size: SIZE,
+        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(false) }).collect(),
+        metadata: vec![dir.join("meta")],
+        initial_sync: InitialSync::None,
+        write_cache: true,
         io_timeout_ms: 30_000,
         last_leg_grace_ms: 30_000,
         ..VolumeConfig::default()
-    };
+    }
+}
+
+/// Opens `cfg` over new metadata: every region starts clean.
+fn open_fresh(dir: &Path, cfg: VolumeConfig, faults: Option<Arc<FaultInjector>>) -> Volume {
+    let _ = std::fs::remove_file(dir.join("meta"));
     let sink: mirror::volume::EventSink = Arc::new(|_| {});
     match faults {
         Some(f) => Volume::open_with_faults(cfg, sink, f).unwrap(),
@@ -330,9 +344,12 @@ fn bench_dir(dir: &Path, label: &str) {
             println!("{:<20} {:>12.0} {:>12.0} {:>7.2}", c.name, base, mirror, mirror / base);
         }
     }
-    if only().is_some() {
+    if let Some(o) = only() {
         v.shutdown();
         drop(v);
+        if COLD.contains(&o) {
+            cold_regions(dir, &paths);
+        }
         let _ = std::fs::remove_dir_all(dir);
         return;
     }
@@ -359,6 +376,7 @@ fn bench_dir(dir: &Path, label: &str) {
     drop(v);
     slow_leg_writes(dir, &paths);
     bitmap_overhead(dir, &paths);
+    cold_regions(dir, &paths);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -412,15 +430,48 @@ fn bitmap_overhead(dir: &Path, paths: &[PathBuf]) {
             v.shutdown();
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let (w, wo) = (median(&mut with), median(&mut without));
     println!(
         "4k randwrite qd32, warm regions: bitmap {w:.0} IOPS, no bitmap {wo:.0} IOPS, overhead {:.1}% (median of 3)",
         (1.0 - w / wo) * 100.0
     );
+}
+
+/// 4k random writes at QD1 over a fresh LUN, where most writes find their
+/// region clean and wait for a metadata write: bitmap extents of 4 MiB (the
+/// default), one region (256 KiB) per extent, and no bitmap. Alternating
+/// rounds, median of 3.
+const COLD: &str = "4k randwrite qd1, fresh LUN";
+
+fn cold_regions(dir: &Path, paths: &[PathBuf]) {
+    let buf: Arc<dyn HostWriteBuf> = Arc::new(vec![4u8; 4096]);
+    let setups = [
+        ("extents 4 MiB", mirror::config::DEFAULT_BITMAP_EXTENT_SIZE, true),
+        ("one region per extent", mirror::config::DEFAULT_REGION_SIZE, true),
+        ("no bitmap", mirror::config::DEFAULT_REGION_SIZE, false),
+    ];
+    let mut iops = vec![Vec::new(); setups.len()];
+    for _ in 0..3 {
+        for (i, &(_, extent, bitmap)) in setups.iter().enumerate() {
+            let cfg = VolumeConfig { bitmap_extent_size: extent, bitmap, ..bench_config(dir, paths) };
+            let v = open_fresh(dir, cfg, None);
+            iops[i].push(run_async(1, |off, d| v.write(off, buf.clone(), d), 4096, true));
+            v.shutdown();
+        }
+    }
+    let median: Vec<f64> = iops.iter_mut().map(|v| median(v)).collect();
+    let none = median[2];
+    let line: Vec<String> = setups
+        .iter()
+        .zip(&median)
+        .map(|((name, _, _), m)| format!("{name} {m:.0} IOPS ({:.2})", m / none))
+        .collect();
+    println!("{COLD} (ratio to no bitmap): {} (median of 3)", line.join(", "));
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 /// Writes with `O_DIRECT` legs (the product's default), against `O_DIRECT`

@@ -9,6 +9,7 @@ pub const MIN_LEGS: usize = 2;
 pub const MAX_LEGS: usize = 8;
 pub const MAX_METADATA_COPIES: usize = 4;
 pub const DEFAULT_REGION_SIZE: u64 = 256 * 1024;
+pub const DEFAULT_BITMAP_EXTENT_SIZE: u64 = 4 << 20;
 
 /// One leg: a regular file or a block device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +77,16 @@ pub struct VolumeConfig {
     /// and I/O a fault rule may fire for). A buffered regular file still
     /// takes its writes one at a time (see `Backend::writes_one_at_a_time`).
     pub leg_threads: usize,
-    /// A region is cleared in the bitmap once idle this long, in milliseconds.
+    /// While every leg is in sync, the first write to a clean region sets
+    /// the bits of its whole aligned extent of this many bytes, in the same
+    /// metadata write, so that nearby writes wait for none (DRBD's
+    /// activity-log extents). An extent's bits are cleared together. A
+    /// crash copies whole extents; a leg's difference resync copies only
+    /// the regions written while it was out. Not above `region_size`: one
+    /// region per extent.
+    pub bitmap_extent_size: u64,
+    /// An extent's bits are cleared once all of it has been idle this long,
+    /// in milliseconds.
     pub bitmap_clear_delay_ms: u64,
     /// Bring a leg back by itself after a recoverable fault.
     pub auto_failback: bool,
@@ -199,6 +209,7 @@ impl Default for VolumeConfig {
             write_lag_ms: 0,
             io_engine: IoEngine::Auto,
             leg_threads: 8,
+            bitmap_extent_size: DEFAULT_BITMAP_EXTENT_SIZE,
             bitmap_clear_delay_ms: 5_000,
             auto_failback: true,
             failback_delay_ms: 2_000,
@@ -227,6 +238,8 @@ pub enum ConfigError {
     Size { size: u64, block_size: u32 },
     #[error("region_size {0} must be a power of two between 4 KiB and 1 GiB")]
     RegionSize(u64),
+    #[error("bitmap_extent_size {0} must be a power of two between 4 KiB and 1 GiB")]
+    ExtentSize(u64),
     #[error("{key} must be at least {min}, got {value}")]
     TooSmall { key: &'static str, min: u64, value: u64 },
     #[error("source={leg} names no leg; legs are numbered 0 to {}", legs - 1)]
@@ -267,6 +280,10 @@ impl VolumeConfig {
         if !rs.is_power_of_two() || !(4096..=1 << 30).contains(&rs) {
             return Err(ConfigError::RegionSize(rs));
         }
+        let es = self.bitmap_extent_size;
+        if !es.is_power_of_two() || !(4096..=1 << 30).contains(&es) {
+            return Err(ConfigError::ExtentSize(es));
+        }
         check_min("io_timeout_ms", self.io_timeout_ms, 10)?;
         check_min("last_leg_grace_ms", self.last_leg_grace_ms, self.io_timeout_ms)?;
         check_min("leg_threads", self.leg_threads as u64, 1)?;
@@ -303,6 +320,7 @@ impl VolumeConfig {
             ("leg", a.legs != b.legs),
             ("meta", a.metadata != b.metadata),
             ("region_size", a.region_size != b.region_size),
+            ("bitmap_extent_size", a.bitmap_extent_size != b.bitmap_extent_size),
             ("direct_io", a.direct_io != b.direct_io),
             ("write_cache", a.write_cache != b.write_cache),
             ("unmap_zero_fill", a.unmap_zero_fill != b.unmap_zero_fill),
@@ -366,6 +384,20 @@ mod tests {
         let mut c = two_legs();
         c.region_size = 3 * 4096;
         assert_eq!(c.validate(), Err(ConfigError::RegionSize(3 * 4096)));
+    }
+
+    #[test]
+    fn bitmap_extent_size_must_be_a_power_of_two_in_range() {
+        let mut c = two_legs();
+        for bad in [0, 3 << 20, 2048, 2 << 30] {
+            c.bitmap_extent_size = bad;
+            let e = c.validate().unwrap_err();
+            assert_eq!(e, ConfigError::ExtentSize(bad));
+            assert!(e.to_string().contains("must be a power of two between 4 KiB and 1 GiB"), "{e}");
+        }
+        // Below the region size is allowed: each region is its own extent.
+        c.bitmap_extent_size = 4096;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

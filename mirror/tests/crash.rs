@@ -13,11 +13,15 @@ use std::time::Duration;
 
 const OFFSET: u64 = 3 * 65536 + 4096;
 
-fn crash_config(dir: &Dir) -> mirror::VolumeConfig {
+/// A point ending in `-extents` runs with 4 regions per bitmap extent.
+fn crash_config(dir: &Dir, point: &str) -> mirror::VolumeConfig {
     let mut cfg = config(dir, 2, 4 * MIB);
     cfg.io_timeout_ms = 60_000; // hung legs stay hung until the kill
     cfg.last_leg_grace_ms = 60_000;
     cfg.bitmap_clear_delay_ms = 200;
+    if point.ends_with("-extents") {
+        cfg.bitmap_extent_size = EXTENT;
+    }
     cfg
 }
 
@@ -28,7 +32,8 @@ fn crash_child() {
         return; // not a child run
     };
     let d = Dir(dir.into());
-    let mut cfg = crash_config(&d);
+    let mut cfg = crash_config(&d, &point);
+    let point = point.trim_end_matches("-extents");
     if point == "lagging" {
         cfg.write_lag_ms = 50;
     }
@@ -39,7 +44,7 @@ fn crash_child() {
         "leg1" => Some("leg=0 op=write action=hang"),
         _ => None,
     };
-    if let Some(r) = rule_for(&point) {
+    if let Some(r) = rule_for(point) {
         faults.add(rule(r));
         let v2 = v.clone();
         std::thread::spawn(move || write(&v2, OFFSET, &pattern(4096, 42)));
@@ -69,7 +74,7 @@ fn crash_child() {
 
 fn crash_at(point: &str) -> (Dir, mirror::VolumeConfig) {
     let d = Dir::new(&format!("crash-{point}"));
-    let cfg = crash_config(&d);
+    let cfg = crash_config(&d, point);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("HM_CRASH_POINT", point)
@@ -102,6 +107,7 @@ fn reopen_and_check(point: &str, acked: bool, expect_copied: u64) {
 }
 
 const REGION: u64 = 65536;
+const EXTENT: u64 = 4 * REGION;
 
 #[test]
 fn a_crash_after_the_bit_is_set_recovers_that_region_only() {
@@ -135,4 +141,21 @@ fn a_crash_after_the_bit_was_cleared_resyncs_nothing() {
 #[test]
 fn a_crash_after_an_ack_without_a_lagging_leg_keeps_the_write() {
     reopen_and_check("lagging", true, 2 * REGION);
+}
+
+/// With every leg in sync, the first write to a clean region marks its whole
+/// extent (here 4 regions): a crash copies all of it, and nothing more.
+#[test]
+fn with_extents_a_crash_after_the_bit_is_set_recovers_its_extent_only() {
+    reopen_and_check("bit-extents", false, EXTENT);
+}
+
+#[test]
+fn with_extents_a_crash_after_the_ack_keeps_the_write() {
+    reopen_and_check("ack-extents", true, EXTENT);
+}
+
+#[test]
+fn with_extents_a_crash_after_the_extent_was_cleared_resyncs_nothing() {
+    reopen_and_check("cleared-extents", true, 0);
 }

@@ -102,9 +102,12 @@ fn check_legs(cfg: &mirror::VolumeConfig, models: &[Model]) {
     }
 }
 
-fn run_model(seed: u64, crash_midway: bool, engine: IoEngine, write_lag_ms: u64) {
+/// `extent`: bytes per bitmap extent (the tests' config has one region per
+/// extent).
+fn run_model_with(seed: u64, crash_midway: bool, engine: IoEngine, write_lag_ms: u64, extent: u64) {
     let d = Dir::new(&format!("model-{seed}"));
     let mut cfg = config(&d, 2, 4 * MIB);
+    cfg.bitmap_extent_size = extent;
     cfg.io_engine = engine;
     cfg.write_lag_ms = write_lag_ms;
     cfg.flap_limit = 100; // random faults must not park a leg for good
@@ -170,6 +173,20 @@ fn random_io_with_a_crash_midway_matches_the_reference() {
     for seed in 11..=12 {
         run_model(seed, true, IoEngine::IoUring, 0);
     }
+}
+
+fn run_model(seed: u64, crash_midway: bool, engine: IoEngine, write_lag_ms: u64) {
+    run_model_with(seed, crash_midway, engine, write_lag_ms, 64 << 10);
+}
+
+/// Bitmap extents of 4 regions: a first write marks its neighbours too, and
+/// their bits are cleared together; while a leg is out, writes mark only
+/// their own regions.
+#[test]
+fn random_io_with_bitmap_extents_matches_the_reference() {
+    run_model_with(21, false, IoEngine::IoUring, 0, 256 << 10);
+    run_model_with(22, true, IoEngine::IoUring, 0, 256 << 10);
+    run_model_with(23, false, IoEngine::IoUring, 20, 256 << 10);
 }
 
 /// The same on the blocking path (`io_engine=threads`, or a kernel without

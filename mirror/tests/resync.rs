@@ -299,3 +299,31 @@ fn a_leg_that_fails_and_returns_during_a_rebuild_pass_gets_a_new_pass() {
     assert!(a[..4096] == b[..4096], "leg 1 was brought in sync without the write it missed");
     assert!(a == b, "legs differ");
 }
+
+/// With the default 4 MiB extents, a first write while every leg is in sync
+/// marks its whole extent; while a leg is out, a write marks only its own
+/// region, so the leg's difference resync copies what it missed and no more.
+#[test]
+fn with_extents_a_returning_leg_still_gets_only_the_regions_it_missed() {
+    let d = Dir::new("extents");
+    let mut cfg = config(&d, 2, 16 * MIB);
+    cfg.bitmap_extent_size = mirror::config::DEFAULT_BITMAP_EXTENT_SIZE;
+    cfg.auto_failback = false;
+    cfg.bitmap_clear_delay_ms = 60_000;
+    let (v, _, _) = open(&cfg);
+    write(&v, 4096, &pattern(4096, 1)).unwrap();
+    assert_eq!(v.status().dirty_regions, 64, "one write marks its 4 MiB extent of 64 KiB regions");
+    v.fail_leg(1).unwrap();
+    // Three regions of the second and third extents, none of the first.
+    for (i, off) in [4 * MIB, 4 * MIB + 65536, 9 * MIB].into_iter().enumerate() {
+        write(&v, off, &pattern(4096, 10 + i as u64)).unwrap();
+    }
+    assert_eq!(v.status().dirty_regions, 64 + 3, "a leg is out: one bit per written region");
+    v.restore_leg(1).unwrap();
+    wait_for("resync", Duration::from_secs(20), || state_name(&v, 1) == "in_sync");
+    // The first extent's bits were set before the fault, so it is copied too.
+    assert_eq!(v.resync_bytes(), (64 + 3) * 65536);
+    v.shutdown();
+    drop(v);
+    assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}

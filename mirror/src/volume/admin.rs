@@ -1,6 +1,6 @@
 //! What an administrator can do to a running volume (`hamirrorctl`).
 
-use super::{Inner, Volume};
+use super::Volume;
 use crate::backend::detached::DetachedBackend;
 use crate::meta::RecordedState;
 use crate::state::LegState;
@@ -134,5 +134,3 @@ fn refused(leg: usize, e: super::transitions::Refused) -> AdminError {
         super::transitions::Refused::Metadata(m) => AdminError::Metadata(m.to_string()),
     }
 }
-
-impl Inner {}

@@ -8,6 +8,18 @@
 //! once no write is in flight there, it has been idle for the clear delay,
 //! every leg is in sync and every leg has flushed since.
 //!
+//! Extents (DRBD's activity-log extents): while every leg is in sync, the
+//! first write to a clean region sets the bits of its whole extent, an
+//! aligned group of regions (`bitmap_extent_size`, 4 MiB by default), in the
+//! same page write. Nearby writes then find their bits set and wait for
+//! nothing; random 4 KiB writes over a fresh LUN pay one metadata write per
+//! extent, not per region. Activity is kept per extent, so an extent's bits
+//! are cleared together, once all of it has been idle for the clear delay.
+//! The price is more to copy after a crash: whole extents. While a leg is
+//! out (faulted, rebuilding, left behind), a write sets only its own
+//! regions' bits: those bits are what the leg's difference resync copies,
+//! and they stay precise.
+//!
 //! Memory: one bit per region, once (`bits`), plus one word per bitmap page
 //! (`pending`) — 512 KiB per TiB at the default 256 KiB regions. The
 //! metadata thread copies only the pages it writes.
@@ -16,14 +28,14 @@
 //! [`Map`] behind a read-write lock that only a grow takes for writing, with
 //! `st` held and no batch being written.
 //!
-//! The hot path takes no global lock. A write records itself in one of
-//! [`SHARDS`] activity maps, then reads its regions' bits and their pages'
-//! `pending` marks: a set bit on a page with nothing pending is on disk.
-//! Every change of a bit happens under `st`, marks its page pending (with the
-//! batch that will write it) and, for a clear, happens under the region's
-//! shard lock after checking that no write is in flight there; a write
-//! increments its count under that lock before it reads the bit, so one of
-//! the two always sees the other.
+//! The hot path takes no global lock. A write records itself, per extent, in
+//! one of [`SHARDS`] activity maps, then reads its regions' bits and their
+//! pages' `pending` marks: a set bit on a page with nothing pending is on
+//! disk. Every change of a bit happens under `st`, marks its page pending
+//! (with the batch that will write it) and, for a clear, happens under the
+//! extent's shard lock after checking that no write is in flight in the
+//! extent; a write increments its extent's count under that lock before it
+//! reads the bits, so one of the two always sees the other.
 
 use crate::meta::{MetaError, MetaStore};
 use bitvec::order::Lsb0;
@@ -115,6 +127,8 @@ pub(crate) struct Intent {
     /// Off (`bitmap = false`): writes wait for nothing and set no bits.
     enabled: bool,
     region_shift: u32,
+    /// log2 of the regions per extent.
+    extent_shift: u32,
     shards: Vec<Mutex<ActiveMap>>,
     /// Lock order: `st`, a shard, then `map`; `map` is written only by
     /// [`Intent::grow`] with `st` held.
@@ -126,13 +140,21 @@ pub(crate) struct Intent {
 }
 
 impl Intent {
-    pub fn new(store: Arc<MetaStore>, bits: Bits, region_size: u64, enabled: bool) -> Arc<Intent> {
+    /// An extent smaller than a region is one region.
+    pub fn new(
+        store: Arc<MetaStore>,
+        bits: Bits,
+        region_size: u64,
+        extent_size: u64,
+        enabled: bool,
+    ) -> Arc<Intent> {
         let regions = bits.len() as u64;
         let pages = (bits.len()).div_ceil(MetaStore::regions_per_page());
         Arc::new(Intent {
             store,
             enabled,
             region_shift: region_size.trailing_zeros(),
+            extent_shift: extent_size.max(region_size).trailing_zeros() - region_size.trailing_zeros(),
             shards: (0..SHARDS).map(|_| Mutex::new(ActiveMap::default())).collect(),
             map: RwLock::new(Map {
                 regions,
@@ -168,8 +190,18 @@ impl Intent {
         r as usize / MetaStore::regions_per_page()
     }
 
-    fn shard(&self, region: u64) -> &Mutex<ActiveMap> {
-        &self.shards[(region as usize) % SHARDS]
+    fn extent(&self, region: u64) -> u64 {
+        region >> self.extent_shift
+    }
+
+    /// The regions of extent `e`, within `map`.
+    fn extent_regions(&self, map: &Map, e: u64) -> std::ops::Range<u64> {
+        let first = e << self.extent_shift;
+        first.min(map.regions)..((e + 1) << self.extent_shift).min(map.regions)
+    }
+
+    fn shard(&self, extent: u64) -> &Mutex<ActiveMap> {
+        &self.shards[(extent as usize) % SHARDS]
     }
 
     pub fn is_set(&self, r: u64) -> bool {
@@ -191,15 +223,16 @@ impl Intent {
     }
 
     /// Marks a write to `[first, last]` as in flight and calls `done` once
-    /// their bits are durable (at once if they already were).
-    pub fn begin(&self, first: u64, last: u64, done: IntentDone) {
+    /// their bits are durable (at once if they already were). With `extents`
+    /// (every leg in sync), a clean region's whole extent is set with it.
+    pub fn begin(&self, first: u64, last: u64, extents: bool, done: IntentDone) {
         if !self.enabled {
             return done(Ok(()));
         }
         let now = Instant::now();
-        for r in first..=last {
-            let mut shard = self.shard(r).lock();
-            shard.entry(r).or_insert(Active { inflight: 0, last: now }).inflight += 1;
+        for e in self.extent(first)..=self.extent(last) {
+            let mut shard = self.shard(e).lock();
+            shard.entry(e).or_insert(Active { inflight: 0, last: now }).inflight += 1;
         }
         let durable = {
             let map = self.map.read();
@@ -213,7 +246,17 @@ impl Intent {
         let mut wait_for = DURABLE;
         for r in first..=last {
             if !map.is_set(r) {
-                Self::set_bit(&map, &mut st, r, true);
+                if extents {
+                    // The rest of the extent goes in the same batch: its
+                    // pages are marked with the same number.
+                    for n in self.extent_regions(&map, self.extent(r)) {
+                        if !map.is_set(n) {
+                            Self::set_bit(&map, &mut st, n, true);
+                        }
+                    }
+                } else {
+                    Self::set_bit(&map, &mut st, r, true);
+                }
             }
             wait_for = wait_for.max(map.pending[Self::page(r)].load(Ordering::Acquire));
         }
@@ -233,8 +276,8 @@ impl Intent {
             return;
         }
         let now = Instant::now();
-        for r in first..=last {
-            if let Some(a) = self.shard(r).lock().get_mut(&r) {
+        for e in self.extent(first)..=self.extent(last) {
+            if let Some(a) = self.shard(e).lock().get_mut(&e) {
                 a.inflight -= 1;
                 a.last = now;
             }
@@ -350,8 +393,8 @@ impl Intent {
         self.map.read().regions
     }
 
-    /// Idle regions whose bits may be cleared once the legs have flushed.
-    pub fn idle_regions(&self, delay: Duration) -> Vec<(u64, Instant)> {
+    /// Idle extents whose bits may be cleared once the legs have flushed.
+    pub fn idle_extents(&self, delay: Duration) -> Vec<(u64, Instant)> {
         let now = Instant::now();
         let mut out = Vec::new();
         for shard in &self.shards {
@@ -362,23 +405,26 @@ impl Intent {
         out
     }
 
-    /// Clears the given regions unless they were written again since
-    /// `idle_regions` reported them. Call only after every leg flushed.
-    pub fn clear_idle(&self, regions: &[(u64, Instant)]) -> usize {
+    /// Clears the given extents' regions unless they were written again
+    /// since `idle_extents` reported them. Call only after every leg flushed.
+    /// Returns how many bits it cleared.
+    pub fn clear_idle(&self, extents: &[(u64, Instant)]) -> usize {
         let mut st = self.st.lock();
         let mut n = 0;
-        for &(r, stamp) in regions {
+        for &(e, stamp) in extents {
             // Lock order: `st`, then the shard. With the shard held no write
             // can start here: it either came before (and is seen in flight)
             // or comes after and sees the bit's page pending.
-            let mut shard = self.shard(r).lock();
-            let still_idle = shard.get(&r).is_some_and(|a| a.inflight == 0 && a.last == stamp);
+            let mut shard = self.shard(e).lock();
+            let still_idle = shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp);
             if still_idle {
-                shard.remove(&r);
+                shard.remove(&e);
                 let map = self.map.read();
-                if map.is_set(r) {
-                    Self::set_bit(&map, &mut st, r, false);
-                    n += 1;
+                for r in self.extent_regions(&map, e) {
+                    if map.is_set(r) {
+                        Self::set_bit(&map, &mut st, r, false);
+                        n += 1;
+                    }
                 }
             }
         }
@@ -395,8 +441,9 @@ impl Intent {
             if !self.is_set(r) {
                 continue;
             }
-            let shard = self.shard(r).lock();
-            if !shard.contains_key(&r) {
+            let e = self.extent(r);
+            let shard = self.shard(e).lock();
+            if !shard.contains_key(&e) {
                 Self::set_bit(&self.map.read(), &mut st, r, false);
             }
         }
@@ -494,9 +541,64 @@ mod tests {
     /// An intent over `bits`, one per region of `region` bytes, with its
     /// metadata in `dir`.
     fn intent(dir: &TempDir, bits: Bits, region: u64) -> Arc<Intent> {
+        intent_with_extents(dir, bits, region, region)
+    }
+
+    fn intent_with_extents(dir: &TempDir, bits: Bits, region: u64, extent: u64) -> Arc<Intent> {
         let h = Header::new("t", bits.len() as u64 * region, 512, region, vec![]).unwrap();
         let opened = MetaStore::create(&[dir.path("m")], &h).unwrap();
-        Intent::new(Arc::new(opened.store), bits, region, true)
+        Intent::new(Arc::new(opened.store), bits, region, extent, true)
+    }
+
+    /// Starts `begin` and says whether `done` ran before it returned (the
+    /// bits were durable already), then waits for `done`.
+    fn begin_wait(i: &Intent, first: u64, last: u64, extents: bool) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        i.begin(
+            first,
+            last,
+            extents,
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
+        let at_once = rx.try_recv().ok();
+        at_once.is_some() || {
+            assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "metadata written");
+            false
+        }
+    }
+
+    #[test]
+    fn a_cold_write_marks_its_whole_extent_and_its_neighbours_wait_for_nothing() {
+        let dir = TempDir::new("intent");
+        let i = intent_with_extents(&dir, Bits::repeat(false, 64), 4096, 8 * 4096);
+        let worker = std::thread::spawn({
+            let i = i.clone();
+            move || i.run()
+        });
+        assert!(!begin_wait(&i, 3, 3, true), "a clean region waits for the metadata");
+        let set: Vec<u64> = (0..64).filter(|&r| i.is_set(r)).collect();
+        assert_eq!(set, (0..8).collect::<Vec<_>>(), "the whole extent, nothing past it");
+        assert!(begin_wait(&i, 5, 6, true), "a neighbour in the extent is durable already");
+        // A leg is out: only the written region, so its resync stays exact.
+        assert!(!begin_wait(&i, 20, 20, false));
+        assert_eq!((16..24).filter(|&r| i.is_set(r)).collect::<Vec<_>>(), vec![20]);
+        i.end(3, 3);
+        i.end(5, 6);
+        i.end(20, 20);
+        // Activity is per extent: one write in flight keeps all of it set.
+        assert!(begin_wait(&i, 7, 7, true));
+        let idle = i.idle_extents(Duration::ZERO);
+        assert_eq!(idle.iter().map(|(e, _)| *e).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(i.clear_idle(&idle), 1);
+        assert_eq!(i.count_set(), 8);
+        i.end(7, 7);
+        let idle = i.idle_extents(Duration::ZERO);
+        assert_eq!(i.clear_idle(&idle), 8, "the extent's bits are cleared together");
+        assert_eq!(i.count_set(), 0);
+        i.stop();
+        worker.join().unwrap();
     }
 
     #[test]

@@ -235,4 +235,8 @@ impl Inner {
     fn in_sync_count(&self) -> usize {
         self.legs.iter().filter(|l| l.is_in_sync()).count()
     }
+
+    fn all_in_sync(&self) -> bool {
+        self.legs.iter().all(|l| l.is_in_sync())
+    }
 }

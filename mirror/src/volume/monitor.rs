@@ -56,9 +56,9 @@ impl Inner {
         while self.locks.held() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let all_in_sync = self.legs.iter().all(|l| l.is_in_sync());
+        let all_in_sync = self.all_in_sync();
         if all_in_sync && self.recovery.lock().is_none() && self.flush_all_legs() {
-            let idle = self.intent.idle_regions(Duration::ZERO);
+            let idle = self.intent.idle_extents(Duration::ZERO);
             self.intent.clear_idle(&idle);
             self.intent.clear_unheld(0, self.intent.len().saturating_sub(1));
         }
@@ -288,11 +288,11 @@ impl Inner {
         while !self.shutting_down.load(Relaxed) {
             let delay = Duration::from_millis(self.tun().bitmap_clear_delay_ms);
             std::thread::sleep((delay / 2).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-            let all_in_sync = self.legs.iter().all(|l| l.is_in_sync());
+            let all_in_sync = self.all_in_sync();
             if !all_in_sync || self.recovery.lock().is_some() {
                 continue;
             }
-            let idle = self.intent.idle_regions(delay);
+            let idle = self.intent.idle_extents(delay);
             if idle.is_empty() || !self.flush_all_legs() {
                 continue;
             }

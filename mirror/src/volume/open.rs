@@ -61,7 +61,7 @@ pub(super) fn open(
     store.write_header(&header)?;
 
     let store = Arc::new(store);
-    let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap);
+    let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap_extent_size, cfg.bitmap);
     let mut legs = Vec::new();
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
         let buffered_too = cfg.io_engine == IoEngine::IoUring;

@@ -116,7 +116,7 @@ impl Inner {
         }
         let flushed = self.flush_all_legs();
         *self.recovery.lock() = None;
-        if flushed && self.legs.iter().all(|l| l.is_in_sync()) && self.intent.len() > start {
+        if flushed && self.all_in_sync() && self.intent.len() > start {
             self.intent.clear_unheld(start, self.intent.len() - 1);
         }
         self.emit(Event::ResyncFinished {

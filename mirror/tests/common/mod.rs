@@ -58,6 +58,9 @@ pub fn config(dir: &Dir, legs: usize, size: u64) -> VolumeConfig {
         last_leg_grace_ms: 600,
         failback_delay_ms: 50,
         bitmap_clear_delay_ms: 100,
+        // One region per extent: tests count copied regions exactly. The
+        // extents' own tests set it.
+        bitmap_extent_size: 64 * 1024,
         initial_sync: InitialSync::None,
         leg_threads: 4,
         ..VolumeConfig::default()

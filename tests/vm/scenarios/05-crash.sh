@@ -55,7 +55,8 @@ figure crash_recovery_bytes "$COPIED" bytes
 # For the reader of the log: the recovery's own account (not a check).
 runner_log_since "$mark" | grep -i "crashrecovery" | tail -n 2 || true
 # Only the regions in the bitmap at the crash (plus what fio wrote while the
-# runner restarted) may be copied: never the 256 MiB LUN. fio's area is 32 MiB.
+# runner restarted) may be copied: never the 256 MiB LUN. fio's area is 32 MiB
+# from offset 0, eight whole 4 MiB bitmap extents.
 check "the recovery copied only bitmap regions (<= 32 MiB + 1 region, of 256 MiB)" \
   test "$COPIED" -le $(( (32 << 20) + REGION ))
 check "the recovery copied something (writes were in flight at the kill)" test "$COPIED" -gt 0

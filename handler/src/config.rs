@@ -402,7 +402,7 @@ mod tests {
     fn an_inline_config_sets_legs_metadata_and_scalars() {
         let c = HandlerConfig::parse(
             "hamirror/leg=/dev/a;leg=/dev/b;leg=/dev/c;meta=/m/x.meta;meta=/n/x.meta;name=db;io_timeout_ms=3000;\
-             write_cache=true;region_size=1M;initial_sync=none;source=2",
+             write_cache=true;region_size=1M;bitmap_extent_size=16M;initial_sync=none;source=2",
         )
         .unwrap();
         let v = &c.volume;
@@ -413,6 +413,7 @@ mod tests {
         assert_eq!(v.io_timeout_ms, 3000);
         assert!(v.write_cache);
         assert_eq!(v.region_size, 1 << 20);
+        assert_eq!(v.bitmap_extent_size, 16 << 20);
         assert_eq!(v.initial_sync, InitialSync::None);
         assert_eq!(v.source, Some(2));
     }
@@ -692,6 +693,10 @@ mod tests {
         assert_eq!(
             err(&format!("{BASE};region_size=12K")),
             "region_size 12288 must be a power of two between 4 KiB and 1 GiB"
+        );
+        assert_eq!(
+            err(&format!("{BASE};bitmap_extent_size=3M")),
+            "bitmap_extent_size 3145728 must be a power of two between 4 KiB and 1 GiB"
         );
         assert_eq!(err(&format!("{BASE};source=2")), "source=2 names no leg; legs are numbered 0 to 1");
         let c = HandlerConfig::parse(BASE).unwrap();

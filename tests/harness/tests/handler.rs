@@ -338,10 +338,10 @@ fn a_new_cfgstring_changes_the_tunables_at_once_and_nothing_else() {
         Duration::from_secs(5)
     ));
     // Where data lives cannot change under a running LUN.
-    let moved = legs.cfgstring(";io_timeout_ms=800;region_size=1M;write_cache=true");
+    let moved = legs.cfgstring(";io_timeout_ms=800;region_size=1M;bitmap_extent_size=1M;write_cache=true");
     assert_eq!(dev.reconfig_cfgstring(&moved), -libc::EOPNOTSUPP);
     assert!(wait_for_log(
-        "region_size, write_cache cannot change while the LUN is open",
+        "region_size, bitmap_extent_size, write_cache cannot change while the LUN is open",
         Duration::from_secs(5)
     ));
     assert_eq!(dev.reconfig_cfgstring(&legs.cfgstring(";io_timeout_ms=5")), -libc::EOPNOTSUPP);

@@ -15,10 +15,13 @@
 //! nothing; random 4 KiB writes over a fresh LUN pay one metadata write per
 //! extent, not per region. Activity is kept per extent, so an extent's bits
 //! are cleared together, once all of it has been idle for the clear delay.
-//! The price is more to copy after a crash: whole extents. While a leg is
-//! out (faulted, rebuilding, left behind), a write sets only its own
-//! regions' bits: those bits are what the leg's difference resync copies,
-//! and they stay precise.
+//! The price is more to copy after a crash: whole extents. A leg's
+//! difference resync stays exact: the bits an extent's marking set for
+//! regions no write has touched since are known (`by_extent`, in memory
+//! only), and the resync skips them, since the legs were equal there when
+//! they were set and no write has been there since. While a leg is out
+//! (faulted, rebuilding, left behind) a write sets only its own regions'
+//! bits. After a restart every set bit is copied: `by_extent` is not kept.
 //!
 //! Memory: one bit per region, once (`bits`), plus one word per bitmap page
 //! (`pending`) — 512 KiB per TiB at the default 256 KiB regions. The
@@ -99,6 +102,10 @@ struct Map {
     bits: Vec<AtomicU64>,
     /// Per bitmap page: `DURABLE`, or the batch that will write its changes.
     pending: Vec<AtomicU64>,
+    /// One bit per region whose bit an extent's marking set and that no
+    /// write has begun in since: the legs are equal there. Set under `st`;
+    /// cleared by every write that begins in the region.
+    by_extent: Vec<AtomicU64>,
 }
 
 impl Map {
@@ -108,6 +115,25 @@ impl Map {
 
     fn is_durable(&self, r: u64) -> bool {
         self.is_set(r) && self.pending[Intent::page(r)].load(Ordering::Acquire) == DURABLE
+    }
+
+    /// Word `w` of the bits `which` counts.
+    fn word(&self, w: usize, which: Marks) -> u64 {
+        let bits = self.bits[w].load(Ordering::Acquire);
+        match which {
+            Marks::All => bits,
+            Marks::Written => bits & !self.by_extent[w].load(Ordering::Acquire),
+        }
+    }
+
+    /// A write begins in `[first, last]`: its regions are no longer known equal.
+    fn written(&self, first: u64, last: u64) {
+        for r in first..=last {
+            let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+            if self.by_extent[w].load(Ordering::Acquire) & m != 0 {
+                self.by_extent[w].fetch_and(!m, Ordering::AcqRel);
+            }
+        }
     }
 
     /// A copy of one page's bits, as the store writes it.
@@ -120,6 +146,16 @@ impl Map {
         bits.truncate((b - a) as usize);
         bits
     }
+}
+
+/// Which set bits a question is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Marks {
+    /// Every set bit: after a crash any of these regions may differ.
+    All,
+    /// Without the bits an extent's marking set where no write has begun
+    /// since: what a leg that left while the volume ran may lack.
+    Written,
 }
 
 pub(crate) struct Intent {
@@ -160,6 +196,7 @@ impl Intent {
                 regions,
                 bits: bits.as_raw_slice().iter().map(|&w| AtomicU64::new(w)).collect(),
                 pending: (0..pages).map(|_| AtomicU64::new(DURABLE)).collect(),
+                by_extent: (0..bits.as_raw_slice().len()).map(|_| AtomicU64::new(0)).collect(),
             }),
             st: Mutex::new(State {
                 dirty_pages: BTreeSet::new(),
@@ -204,9 +241,9 @@ impl Intent {
         &self.shards[(extent as usize) % SHARDS]
     }
 
-    pub fn is_set(&self, r: u64) -> bool {
+    pub fn is_set(&self, r: u64, which: Marks) -> bool {
         let m = self.map.read();
-        r < m.regions && m.is_set(r)
+        r < m.regions && m.word((r / 64) as usize, which) & (1 << (r % 64)) != 0
     }
 
     /// Sets or clears a bit and marks its page for the next batch. Under `st`.
@@ -216,6 +253,7 @@ impl Intent {
             map.bits[w].fetch_or(m, Ordering::Release);
         } else {
             map.bits[w].fetch_and(!m, Ordering::Release);
+            map.by_extent[w].fetch_and(!m, Ordering::Release);
         }
         let page = Self::page(r);
         st.dirty_pages.insert(page);
@@ -236,6 +274,7 @@ impl Intent {
         }
         let durable = {
             let map = self.map.read();
+            map.written(first, last);
             (first..=last).all(|r| map.is_durable(r))
         };
         if durable {
@@ -243,6 +282,9 @@ impl Intent {
         }
         let mut st = self.st.lock();
         let map = self.map.read();
+        // Another write's extent marking may have reached these regions
+        // since the check above (it marks under `st`).
+        map.written(first, last);
         let mut wait_for = DURABLE;
         for r in first..=last {
             if !map.is_set(r) {
@@ -252,6 +294,10 @@ impl Intent {
                     for n in self.extent_regions(&map, self.extent(r)) {
                         if !map.is_set(n) {
                             Self::set_bit(&map, &mut st, n, true);
+                            if !(first..=last).contains(&n) {
+                                let (w, m) = ((n / 64) as usize, 1u64 << (n % 64));
+                                map.by_extent[w].fetch_or(m, Ordering::Release);
+                            }
                         }
                     }
                 } else {
@@ -319,6 +365,7 @@ impl Intent {
             let old = (map.regions, map.bits.len(), map.pending.len());
             let pages = (regions as usize).div_ceil(MetaStore::regions_per_page());
             map.bits.resize_with(regions.div_ceil(64) as usize, || AtomicU64::new(0));
+            map.by_extent.resize_with(regions.div_ceil(64) as usize, || AtomicU64::new(0));
             map.pending.resize_with(pages, || AtomicU64::new(DURABLE));
             map.regions = regions;
             old
@@ -348,19 +395,20 @@ impl Intent {
             }
             map.regions = old.0;
             map.bits.truncate(old.1);
+            map.by_extent.truncate(old.1);
             map.pending.truncate(old.2);
         }
         drop(st);
         result
     }
 
-    /// The first set bit at or after `from`.
-    pub fn next_set(&self, from: u64) -> Option<u64> {
+    /// The first set bit (of `which`) at or after `from`.
+    pub fn next_set(&self, from: u64, which: Marks) -> Option<u64> {
         let map = self.map.read();
         let mut w = (from / 64) as usize;
         let mut mask = !0u64 << (from % 64);
         while w < map.bits.len() {
-            let word = map.bits[w].load(Ordering::Acquire) & mask;
+            let word = map.word(w, which) & mask;
             if word != 0 {
                 let r = w as u64 * 64 + u64::from(word.trailing_zeros());
                 return (r < map.regions).then_some(r);
@@ -372,19 +420,20 @@ impl Intent {
     }
 
     pub fn count_set(&self) -> u64 {
-        self.count_set_from(0)
+        self.count_set_from(0, Marks::All)
     }
 
-    /// How many regions from `from` on are set (bits past the last region,
-    /// which a bitmap truncated at open may keep in its last word, are not).
-    pub fn count_set_from(&self, from: u64) -> u64 {
+    /// How many regions from `from` on are set, of `which` (bits past the
+    /// last region, which a bitmap truncated at open may keep in its last
+    /// word, are not).
+    pub fn count_set_from(&self, from: u64, which: Marks) -> u64 {
         let map = self.map.read();
         (from / 64..map.regions.div_ceil(64))
             .map(|w| {
                 let lo = if w == from / 64 { !0u64 << (from % 64) } else { !0 };
                 let end = map.regions - w * 64;
                 let hi = if end < 64 { (1u64 << end) - 1 } else { !0 };
-                u64::from((map.bits[w as usize].load(Ordering::Relaxed) & lo & hi).count_ones())
+                u64::from((map.word(w as usize, which) & lo & hi).count_ones())
             })
             .sum()
     }
@@ -438,7 +487,7 @@ impl Intent {
     pub fn clear_unheld(&self, first: u64, last: u64) {
         let mut st = self.st.lock();
         for r in first..=last {
-            if !self.is_set(r) {
+            if !self.is_set(r, Marks::All) {
                 continue;
             }
             let e = self.extent(r);
@@ -578,12 +627,16 @@ mod tests {
             move || i.run()
         });
         assert!(!begin_wait(&i, 3, 3, true), "a clean region waits for the metadata");
-        let set: Vec<u64> = (0..64).filter(|&r| i.is_set(r)).collect();
+        let set: Vec<u64> = (0..64).filter(|&r| i.is_set(r, Marks::All)).collect();
         assert_eq!(set, (0..8).collect::<Vec<_>>(), "the whole extent, nothing past it");
+        let written = |i: &Intent| (0..64).filter(|&r| i.is_set(r, Marks::Written)).collect::<Vec<_>>();
+        assert_eq!(written(&i), vec![3], "the others are set for the extent alone: equal on every leg");
         assert!(begin_wait(&i, 5, 6, true), "a neighbour in the extent is durable already");
+        assert_eq!(written(&i), vec![3, 5, 6], "a write there makes it one that may differ");
+        assert_eq!(i.count_set_from(0, Marks::Written), 3);
         // A leg is out: only the written region, so its resync stays exact.
         assert!(!begin_wait(&i, 20, 20, false));
-        assert_eq!((16..24).filter(|&r| i.is_set(r)).collect::<Vec<_>>(), vec![20]);
+        assert_eq!((16..24).filter(|&r| i.is_set(r, Marks::All)).collect::<Vec<_>>(), vec![20]);
         i.end(3, 3);
         i.end(5, 6);
         i.end(20, 20);
@@ -608,11 +661,18 @@ mod tests {
         b.set(130, true);
         let dir = TempDir::new("intent");
         let i = intent(&dir, b, 4096);
-        assert_eq!(i.next_set(0), Some(3));
-        assert_eq!(i.next_set(4), Some(130));
-        assert_eq!(i.next_set(131), None);
+        assert_eq!(i.next_set(0, Marks::All), Some(3));
+        assert_eq!(i.next_set(4, Marks::All), Some(130));
+        assert_eq!(i.next_set(131, Marks::All), None);
         assert_eq!(i.count_set(), 2);
-        assert_eq!((i.count_set_from(3), i.count_set_from(4), i.count_set_from(131)), (2, 1, 0));
+        assert_eq!(
+            (
+                i.count_set_from(3, Marks::All),
+                i.count_set_from(4, Marks::All),
+                i.count_set_from(131, Marks::All)
+            ),
+            (2, 1, 0)
+        );
         let snap = i.map.read().snapshot(0);
         assert_eq!(snap.len(), 200);
         assert!(snap[130] && snap[3] && !snap[4]);
@@ -624,7 +684,10 @@ mod tests {
         let mut bits = Bits::repeat(true, 200);
         bits.truncate(130); // as an open that shrank the volume leaves it
         let i = intent(&dir, bits, 4096);
-        assert_eq!((i.count_set(), i.count_set_from(129), i.next_set(130)), (130, 1, None));
+        assert_eq!(
+            (i.count_set(), i.count_set_from(129, Marks::All), i.next_set(130, Marks::All)),
+            (130, 1, None)
+        );
     }
 
     #[test]
@@ -633,7 +696,7 @@ mod tests {
         let i = intent(&dir, Bits::repeat(false, 100), 4096);
         let refused = || Err(MetaError::Invalid { what: "no".into() });
         assert!(i.grow(300, 99, |_| refused()).is_err());
-        assert_eq!((i.len(), i.next_set(100)), (100, None));
+        assert_eq!((i.len(), i.next_set(100, Marks::All)), (100, None));
         // The old region the grow would have extended stays marked (its page
         // is written by the metadata thread): harmless, and never lost.
         assert_eq!(i.count_set(), 1);
@@ -644,7 +707,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![(0, 300, 201)]);
-        assert_eq!((i.len(), i.count_set_from(100), i.next_set(0)), (300, 200, Some(99)));
+        assert_eq!(
+            (i.len(), i.count_set_from(100, Marks::All), i.next_set(0, Marks::All)),
+            (300, 200, Some(99))
+        );
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Inner {
         ok
     }
 
-    /// Clears bits of idle regions, after flushing the legs, while every leg
+    /// Clears the bits of idle extents, after flushing the legs, while every leg
     /// is in sync and nothing is being resynced.
     fn cleaner_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Relaxed) {

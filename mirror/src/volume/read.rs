@@ -4,6 +4,7 @@
 //! the good data is written back to a leg that returned a media error (md's
 //! read-error correction), within the leg's error budget.
 
+use super::intent::Marks;
 use super::leg::{Job, Leg, LegOut};
 use super::{Done, Inner};
 use crate::buf::HostReadBuf;
@@ -94,7 +95,7 @@ impl Inner {
         let rec = *self.recovery.lock();
         let rec = rec?;
         let (first, last) = self.intent.regions(offset, len);
-        let pending = (first.max(rec.cursor)..=last).any(|r| self.intent.is_set(r));
+        let pending = (first.max(rec.cursor)..=last).any(|r| self.intent.is_set(r, Marks::All));
         pending.then_some(rec.source)
     }
 

@@ -6,6 +6,7 @@
 //! where it stopped. The rate is capped at `resync_max_mib_s` and drops to
 //! `resync_min_mib_s` while the host is busy.
 
+use super::intent::Marks;
 use super::leg::{Job, LegOut};
 use super::{Inner, Recovery};
 use crate::event::{Event, ResyncKind};
@@ -91,13 +92,13 @@ impl Inner {
         let Some(Recovery { source, cursor: start, kind }) = *self.recovery.lock() else { return };
         let targets: Vec<usize> =
             (0..self.legs.len()).filter(|&i| i != source && self.legs[i].takes_writes()).collect();
-        let total = self.intent.count_set_from(start) * self.intent.region_bytes();
+        let total = self.intent.count_set_from(start, Marks::All) * self.intent.region_bytes();
         self.begin_progress(source, kind, total);
         let t0 = Instant::now();
         let mut copied = 0;
         let mut cursor = start;
-        while let Some(r) = self.intent.next_set(cursor) {
-            let n = self.span_of_set(r);
+        while let Some(r) = self.intent.next_set(cursor, Marks::All) {
+            let n = self.span_of_set(r, Marks::All);
             match self.copy_span(r, n, Some(source), &targets) {
                 Step::Copied(n) => copied += n,
                 Step::TargetFailed => {}
@@ -144,7 +145,7 @@ impl Inner {
         let total = if full {
             (regions - cursor.min(regions)) * self.intent.region_bytes()
         } else {
-            self.intent.count_set_from(cursor) * self.intent.region_bytes()
+            self.intent.count_set_from(cursor, Marks::Written) * self.intent.region_bytes()
         };
         self.begin_progress(leg, kind, total);
         let t0 = Instant::now();
@@ -157,9 +158,17 @@ impl Inner {
             if self.shutting_down.load(Relaxed) {
                 return self.checkpoint(leg, changes, cursor, full);
             }
-            let next = if full { (cursor < regions).then_some(cursor) } else { self.intent.next_set(cursor) };
+            let next = if full {
+                (cursor < regions).then_some(cursor)
+            } else {
+                self.intent.next_set(cursor, Marks::Written)
+            };
             let Some(r) = next else { break };
-            let n = if full { (regions - r).min(self.span_regions()) } else { self.span_of_set(r) };
+            let n = if full {
+                (regions - r).min(self.span_regions())
+            } else {
+                self.span_of_set(r, Marks::Written)
+            };
             match self.copy_span(r, n, None, &[leg]) {
                 Step::Copied(n) => copied += n,
                 Step::Stopped => return self.checkpoint(leg, changes, cursor, full),
@@ -215,10 +224,11 @@ impl Inner {
         (SPAN_BYTES / self.intent.region_bytes()).max(1)
     }
 
-    /// How many regions from `first` on are set, consecutively (up to a span).
-    fn span_of_set(&self, first: u64) -> u64 {
+    /// How many regions from `first` on are set (of `which`), consecutively
+    /// (up to a span).
+    fn span_of_set(&self, first: u64, which: Marks) -> u64 {
         let max = self.span_regions().min(self.intent.len() - first);
-        (1..max).find(|&i| !self.intent.is_set(first + i)).unwrap_or(max)
+        (1..max).find(|&i| !self.intent.is_set(first + i, which)).unwrap_or(max)
     }
 
     /// Copies regions `[first, first+count)` from `source` (or any in-sync

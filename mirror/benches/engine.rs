@@ -262,22 +262,17 @@ fn volume_with(
     direct: bool,
     io_engine: IoEngine,
 ) -> Volume {
-    let cfg = VolumeConfig {
-        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(direct) }).collect(),
-        leg_threads,
-        bitmap,
-        io_engine,
-        ..bench_config(dir, paths)
-    };
+    let cfg = VolumeConfig { leg_threads, bitmap, io_engine, ..bench_config(dir, paths, direct) };
     open_fresh(dir, cfg, faults)
 }
 
-/// The bench's volume over `paths`, with its metadata in `dir`.
-fn bench_config(dir: &Path, paths: &[PathBuf]) -> VolumeConfig {
+/// The bench's volume over `paths` (`O_DIRECT` if `direct`), with its
+/// metadata in `dir`.
+fn bench_config(dir: &Path, paths: &[PathBuf], direct: bool) -> VolumeConfig {
     VolumeConfig {
         name: "bench".into(),
         size: SIZE,
-        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(false) }).collect(),
+        legs: paths.iter().map(|p| LegConfig { path: p.clone(), direct_io: Some(direct) }).collect(),
         metadata: vec![dir.join("meta")],
         initial_sync: InitialSync::None,
         write_cache: true,
@@ -453,7 +448,7 @@ fn cold_regions(dir: &Path, paths: &[PathBuf]) {
     let mut iops = vec![Vec::new(); setups.len()];
     for _ in 0..3 {
         for (i, &(_, extent, bitmap)) in setups.iter().enumerate() {
-            let cfg = VolumeConfig { bitmap_extent_size: extent, bitmap, ..bench_config(dir, paths) };
+            let cfg = VolumeConfig { bitmap_extent_size: extent, bitmap, ..bench_config(dir, paths, false) };
             let v = open_fresh(dir, cfg, None);
             iops[i].push(run_async(1, |off, d| v.write(off, buf.clone(), d), 4096, true));
             v.shutdown();

@@ -81,9 +81,9 @@ pub struct VolumeConfig {
     /// the bits of its whole aligned extent of this many bytes, in the same
     /// metadata write, so that nearby writes wait for none (DRBD's
     /// activity-log extents). An extent's bits are cleared together. A
-    /// crash copies whole extents; a leg's difference resync copies only
-    /// the regions written while it was out. Not above `region_size`: one
-    /// region per extent.
+    /// crash copies whole extents; a leg's difference resync skips the
+    /// regions set for an extent alone (while the volume runs). At or below
+    /// `region_size`: one region per extent.
     pub bitmap_extent_size: u64,
     /// An extent's bits are cleared once all of it has been idle this long,
     /// in milliseconds.
@@ -276,13 +276,13 @@ impl VolumeConfig {
         if self.size == 0 || !self.size.is_multiple_of(u64::from(self.block_size)) {
             return Err(ConfigError::Size { size: self.size, block_size: self.block_size });
         }
-        let rs = self.region_size;
-        if !rs.is_power_of_two() || !(4096..=1 << 30).contains(&rs) {
-            return Err(ConfigError::RegionSize(rs));
+        // Both a power of two between 4 KiB and 1 GiB.
+        let bitmap_unit = |v: u64| v.is_power_of_two() && (4096..=1 << 30).contains(&v);
+        if !bitmap_unit(self.region_size) {
+            return Err(ConfigError::RegionSize(self.region_size));
         }
-        let es = self.bitmap_extent_size;
-        if !es.is_power_of_two() || !(4096..=1 << 30).contains(&es) {
-            return Err(ConfigError::ExtentSize(es));
+        if !bitmap_unit(self.bitmap_extent_size) {
+            return Err(ConfigError::ExtentSize(self.bitmap_extent_size));
         }
         check_min("io_timeout_ms", self.io_timeout_ms, 10)?;
         check_min("last_leg_grace_ms", self.last_leg_grace_ms, self.io_timeout_ms)?;

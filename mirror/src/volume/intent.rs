@@ -108,9 +108,20 @@ struct Map {
     by_extent: Vec<AtomicU64>,
 }
 
+/// Region `r`'s word in a bit vector, and its bit in that word.
+fn word_bit(r: u64) -> (usize, u64) {
+    ((r / 64) as usize, 1 << (r % 64))
+}
+
 impl Map {
     fn is_set(&self, r: u64) -> bool {
-        self.bits[(r / 64) as usize].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+        self.has(r, Marks::All)
+    }
+
+    /// Whether region `r`'s bit is set and counted by `which`.
+    fn has(&self, r: u64, which: Marks) -> bool {
+        let (w, m) = word_bit(r);
+        self.word(w, which) & m != 0
     }
 
     fn is_durable(&self, r: u64) -> bool {
@@ -129,7 +140,7 @@ impl Map {
     /// A write begins in `[first, last]`: its regions are no longer known equal.
     fn written(&self, first: u64, last: u64) {
         for r in first..=last {
-            let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+            let (w, m) = word_bit(r);
             if self.by_extent[w].load(Ordering::Acquire) & m != 0 {
                 self.by_extent[w].fetch_and(!m, Ordering::AcqRel);
             }
@@ -243,12 +254,12 @@ impl Intent {
 
     pub fn is_set(&self, r: u64, which: Marks) -> bool {
         let m = self.map.read();
-        r < m.regions && m.word((r / 64) as usize, which) & (1 << (r % 64)) != 0
+        r < m.regions && m.has(r, which)
     }
 
     /// Sets or clears a bit and marks its page for the next batch. Under `st`.
     fn set_bit(map: &Map, st: &mut State, r: u64, on: bool) {
-        let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+        let (w, m) = word_bit(r);
         if on {
             map.bits[w].fetch_or(m, Ordering::Release);
         } else {
@@ -261,9 +272,11 @@ impl Intent {
     }
 
     /// Marks a write to `[first, last]` as in flight and calls `done` once
-    /// their bits are durable (at once if they already were). With `extents`
-    /// (every leg in sync), a clean region's whole extent is set with it.
-    pub fn begin(&self, first: u64, last: u64, extents: bool, done: IntentDone) {
+    /// their bits are durable (at once if they already were). If a region
+    /// is clean and `extents()` says so (every leg in sync), its whole
+    /// extent is set with it; `extents` is asked only then, off the path of
+    /// writes whose bits are already on disk.
+    pub fn begin(&self, first: u64, last: u64, extents: impl FnOnce() -> bool, done: IntentDone) {
         if !self.enabled {
             return done(Ok(()));
         }
@@ -285,21 +298,16 @@ impl Intent {
         // Another write's extent marking may have reached these regions
         // since the check above (it marks under `st`).
         map.written(first, last);
+        let mut extents = Some(extents);
+        let mut whole_extents = false;
         let mut wait_for = DURABLE;
         for r in first..=last {
             if !map.is_set(r) {
-                if extents {
-                    // The rest of the extent goes in the same batch: its
-                    // pages are marked with the same number.
-                    for n in self.extent_regions(&map, self.extent(r)) {
-                        if !map.is_set(n) {
-                            Self::set_bit(&map, &mut st, n, true);
-                            if !(first..=last).contains(&n) {
-                                let (w, m) = ((n / 64) as usize, 1u64 << (n % 64));
-                                map.by_extent[w].fetch_or(m, Ordering::Release);
-                            }
-                        }
-                    }
+                if let Some(ask) = extents.take() {
+                    whole_extents = ask();
+                }
+                if whole_extents {
+                    self.set_extent(&map, &mut st, self.extent(r), first..=last);
                 } else {
                     Self::set_bit(&map, &mut st, r, true);
                 }
@@ -314,6 +322,21 @@ impl Intent {
         st.waiters.push((wait_for, done));
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Sets the clean regions of extent `e` for a write to `written`, in the
+    /// same batch (their pages are marked with the same number); those
+    /// outside `written` are set for the extent alone (`by_extent`). Under `st`.
+    fn set_extent(&self, map: &Map, st: &mut State, e: u64, written: std::ops::RangeInclusive<u64>) {
+        for n in self.extent_regions(map, e) {
+            if !map.is_set(n) {
+                Self::set_bit(map, st, n, true);
+                if !written.contains(&n) {
+                    let (w, m) = word_bit(n);
+                    map.by_extent[w].fetch_or(m, Ordering::Release);
+                }
+            }
+        }
     }
 
     /// The write to `[first, last]` is over (whatever its result).
@@ -377,7 +400,7 @@ impl Intent {
                 // the metadata thread too, should the resize fail.
                 Self::set_bit(&map, &mut st, r, true);
             } else {
-                let (w, m) = ((r / 64) as usize, 1u64 << (r % 64));
+                let (w, m) = word_bit(r);
                 map.bits[w].fetch_or(m, Ordering::Release);
             }
         }
@@ -391,7 +414,8 @@ impl Intent {
             // Clear the new regions' bits, in the old words past the old end
             // too: a later grow counts on them starting clear.
             for r in old.0..(old.1 as u64 * 64).min(regions) {
-                map.bits[(r / 64) as usize].fetch_and(!(1u64 << (r % 64)), Ordering::Release);
+                let (w, m) = word_bit(r);
+                map.bits[w].fetch_and(!m, Ordering::Release);
             }
             map.regions = old.0;
             map.bits.truncate(old.1);
@@ -606,7 +630,7 @@ mod tests {
         i.begin(
             first,
             last,
-            extents,
+            || extents,
             Box::new(move |r| {
                 let _ = tx.send(r.is_ok());
             }),

@@ -131,7 +131,7 @@ impl Inner {
             me.intent.begin(
                 first,
                 last,
-                me.all_in_sync(),
+                || me.all_in_sync(),
                 Box::new(move |r| {
                     if r.is_err() {
                         m2.intent.end(first, last);

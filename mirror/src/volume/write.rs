@@ -325,7 +325,7 @@ impl Inner {
         self.intent.begin(
             first,
             last,
-            self.all_in_sync(),
+            || self.all_in_sync(),
             Box::new(move |r| match r {
                 Err(e) => {
                     me.intent.end(first, last);

@@ -3,7 +3,9 @@
 # Debian packages (libclang for bindgen, QEMU and debootstrap for the real-kernel
 # suite), and tcmu-runner 1.5.4's source package, whose headers build.rs binds.
 # Idempotent: a second run only checks. Nothing upstream is committed; the
-# sources land in .deps/ (git-ignored).
+# sources land in .deps/ (git-ignored). The deb-src entry it may add takes its
+# address from this machine's own apt sources (scripts/lib/apt-mirror.sh;
+# HAMIRROR_DEBIAN_MIRROR overrides it, HAMIRROR_DEB_SRC_FILE is where it goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
@@ -27,19 +29,31 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 
+# shellcheck source=lib/apt-mirror.sh
+. "$TOP/scripts/lib/apt-mirror.sh"
+
+# apt-get source needs a deb-src entry. Its address is the Debian mirror this
+# machine's apt already uses for binaries (scripts/lib/apt-mirror.sh), so the
+# script works on any mirror and names none.
 ensure_deb_src() {
-  if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ /etc/apt/sources.list 2>/dev/null \
-     && ! grep -qs '^deb-src' /etc/apt/sources.list 2>/dev/null; then
-    log "adding a deb-src entry for bookworm (apt-get source needs it)"
-    cat > /etc/apt/sources.list.d/hamirror-deb-src.sources <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-    NEED_UPDATE=1
+  # apt's own view of the sources: any enabled deb-src entry will do.
+  if _apt_mirror_targets | awk '$1 == "deb-src" { found = 1 } END { exit !found }'; then
+    return 0
   fi
+  local suite mirror keyring
+  suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  [ -n "$suite" ] || { log "ERROR: cannot tell this machine's Debian release (VERSION_CODENAME in /etc/os-release)"; exit 1; }
+  mirror=$(apt_debian_mirror "$suite") || { log "ERROR: no Debian mirror to take sources from (see above)"; exit 1; }
+  log "adding a deb-src entry for $suite from $mirror (apt-get source needs it)"
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  {
+    echo "Types: deb-src"
+    echo "URIs: $mirror"
+    echo "Suites: $suite $suite-updates"
+    echo "Components: main"
+    if [ -f "$keyring" ]; then echo "Signed-By: $keyring"; fi
+  } > "${HAMIRROR_DEB_SRC_FILE:-/etc/apt/sources.list.d/hamirror-deb-src.sources}"
+  NEED_UPDATE=1
 }
 
 NEED_UPDATE=0

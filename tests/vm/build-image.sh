@@ -56,26 +56,16 @@ for tool in debootstrap dpkg-deb depmod modprobe cpio apt-get flock; do
   command -v "$tool" >/dev/null || die "$tool not found: run scripts/setup-host.sh"
 done
 
-# The Debian mirror this machine's apt already uses (deb822 sources first, then
-# the one-line format), so the guest comes from the same, reachable, archive.
-debian_mirror() {
-  local uri
-  uri=$(awk -v suite="$SUITE" '
-      /^Types:/  { deb = ($0 ~ /(^|[ \t])deb([ \t]|$)/) }
-      /^URIs:/   { uris = $2 }
-      /^Suites:/ { if (deb && $0 ~ "[ \t]" suite "([ \t]|$)") { print uris; exit } }
-      /^$/       { deb = 0; uris = "" }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2; exit }' /etc/apt/sources.list)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
-}
+# The Debian mirror this machine's apt already uses (scripts/lib/apt-mirror.sh):
+# the guest comes from the same, reachable, archive, and no address is named here.
+# shellcheck source=../../scripts/lib/apt-mirror.sh
+. "$VM_DIR/../../scripts/lib/apt-mirror.sh"
 
 # linux-image-amd64 is a metapackage; the real kernel package name carries the ABI.
 KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
 [ -n "$KPKG" ] || die "cannot resolve linux-image-amd64 (apt-get update?)"
 KPKG_VERSION=$(apt-cache show "$KPKG" | awk '/^Version:/ { print $2; exit }')
-MIRROR=$(debian_mirror)
+MIRROR=$(apt_debian_mirror "$SUITE") || die "no Debian mirror in this machine's apt sources (see above)"
 
 KEY=$( { echo "suite=$SUITE"; echo "packages=${PACKAGES[*]}"; echo "kernel=$KPKG=$KPKG_VERSION"
          echo "modules=${MODULES[*]}"; cat "$0"; } | sha256sum | cut -c1-16)

@@ -128,9 +128,9 @@ impl Volume {
     }
 }
 
-fn refused(leg: usize, e: super::transitions::Refused) -> AdminError {
+fn refused(leg: usize, e: super::legstate::Refused) -> AdminError {
     match e {
-        super::transitions::Refused::LastInSync => AdminError::LastInSync { leg },
-        super::transitions::Refused::Metadata(m) => AdminError::Metadata(m.to_string()),
+        super::legstate::Refused::LastInSync => AdminError::LastInSync { leg },
+        super::legstate::Refused::Metadata(m) => AdminError::Metadata(m.to_string()),
     }
 }

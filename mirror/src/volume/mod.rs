@@ -1,16 +1,18 @@
 //! A mirrored volume: the public handle and the state its threads share.
 //!
 //! Host I/O enters through [`Volume`]'s asynchronous methods (`read.rs`,
-//! `write.rs`), which
-//! never block the caller; leg I/O runs on each leg's threads (`leg.rs`).
-//! Three more threads per volume: the metadata writer (`intent.rs`), the
-//! monitor that enforces deadlines, brings legs back and clears idle bitmap
-//! regions (`monitor.rs`), and the resync worker (`resync.rs`).
+//! `write.rs`), which never block the caller; leg I/O runs on each leg's
+//! threads (`leg.rs`). Four more threads per volume: the metadata writer
+//! (`intent.rs`), the monitor that enforces deadlines and brings legs back
+//! (`monitor.rs`), the cleaner that clears idle bitmap regions
+//! (`monitor.rs`), and the resync worker (`resync.rs`). Every leg state
+//! change and every metadata header write goes through `legstate.rs`.
 
 mod admin;
 mod intent;
 mod jobqueue;
 mod leg;
+mod legstate;
 mod monitor;
 mod open;
 mod preflight;
@@ -20,7 +22,6 @@ mod resize;
 mod resync;
 mod retune;
 mod status;
-mod transitions;
 mod verify;
 mod write;
 
@@ -87,7 +88,7 @@ pub(crate) struct Inner {
     /// Bytes copied by every resync since open (status, tests, benchmarks).
     resync_bytes: AtomicU64,
     verify: Mutex<verify::VerifyStatus>,
-    faults: Mutex<Vec<monitor::FaultHistory>>,
+    faults: Mutex<Vec<legstate::FaultHistory>>,
     /// Scripted faults in front of every leg (tests, drills), reapplied to a
     /// leg that is reopened.
     injector: Option<Arc<crate::backend::fault::FaultInjector>>,
@@ -238,5 +239,19 @@ impl Inner {
 
     fn all_in_sync(&self) -> bool {
         self.legs.iter().all(|l| l.is_in_sync())
+    }
+
+    /// Runs one leg I/O and waits for it (monitor, cleaner and resync threads
+    /// only; the deadline applies, so this returns within it).
+    fn leg_io_wait(&self, leg: usize, job: leg::Job) -> std::io::Result<leg::LegOut> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
+        let t = self.tun();
+        let limit = t.io_timeout() + std::time::Duration::from_millis(t.last_leg_grace_ms)
+            + std::time::Duration::from_secs(1);
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "leg I/O timed out")),
+        }
     }
 }

@@ -1,8 +1,9 @@
-//! The volume's housekeeping: I/O deadlines, automatic failback with
-//! hysteresis, lazy clearing of the write-intent bitmap, and the lifecycle of
-//! the volume's threads.
+//! The volume's housekeeping threads and their lifecycle: the monitor
+//! (I/O deadlines, latency priority, and the tick that drives failback in
+//! `legstate.rs`), the cleaner (lazy clearing of the write-intent bitmap),
+//! and a clean shutdown.
 
-use super::leg::{Job, LegOut};
+use super::leg::Job;
 use super::Inner;
 use crate::event::Event;
 use crate::state::{FaultReason, LegState};
@@ -10,14 +11,6 @@ use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Recent faults of one leg, for flap detection and failback back-off.
-#[derive(Clone, Default)]
-pub(crate) struct FaultHistory {
-    faults: Vec<Instant>,
-    retry_at: Option<Instant>,
-    warned_slow: bool,
-}
 
 impl Inner {
     pub(super) fn start_threads(self: &Arc<Self>) -> io::Result<()> {
@@ -152,116 +145,6 @@ impl Inner {
         match self.fault_leg(leg, FaultReason::Timeout { ms }) {
             Ok(()) => l.abandon_inflight(),
             Err(e) => log::warn!("{}: leg {leg} timed out but stays: {e:?}", self.cfg.name),
-        }
-    }
-
-    /// Counts a fault; a leg that faults `flap_limit` times within the window
-    /// is flapping and waits for the administrator.
-    pub(super) fn flapping_or(&self, leg: usize, reason: FaultReason) -> FaultReason {
-        let f = &self.faults.lock()[leg];
-        let window = Duration::from_secs(self.tun().flap_window_s);
-        let recent = f.faults.iter().filter(|t| t.elapsed() < window).count() as u32 + 1;
-        if recent >= self.tun().flap_limit && reason.is_recoverable() {
-            return FaultReason::Flapping { faults: recent };
-        }
-        reason
-    }
-
-    pub(super) fn note_fault(&self, leg: usize) {
-        let mut all = self.faults.lock();
-        let f = &mut all[leg];
-        let window = Duration::from_secs(self.tun().flap_window_s);
-        f.faults.retain(|t| t.elapsed() < window);
-        f.faults.push(Instant::now());
-        let backoff = 1u32 << (f.faults.len().min(8) - 1);
-        f.retry_at = Some(Instant::now() + Duration::from_millis(self.tun().failback_delay_ms) * backoff);
-    }
-
-    pub(super) fn forget_faults(&self, leg: usize) {
-        self.faults.lock()[leg] = FaultHistory::default();
-    }
-
-    /// Brings a leg back after a recoverable fault once its retry time came,
-    /// the kernel returned all its old I/Os, and a probe read succeeds.
-    fn maybe_fail_back(&self, leg: usize) {
-        let l = &self.legs[leg];
-        let LegState::Faulted(reason) = l.state() else { return };
-        let detached = l.backend().detached().is_some();
-        if !self.tun().auto_failback || !(reason.is_recoverable() || detached) || l.inflight() > 0 {
-            return;
-        }
-        let due = self.faults.lock()[leg].retry_at.is_none_or(|t| Instant::now() >= t);
-        if !due {
-            return;
-        }
-        if let Err(why) = self.reattach(leg) {
-            log::debug!("{}: leg {leg} still unavailable: {why}", self.cfg.name);
-            self.note_fault_retry(leg);
-            return;
-        }
-        if !self.probe(leg) {
-            self.note_fault_retry(leg);
-            return;
-        }
-        log::info!("{}: leg {leg} answers again; resyncing it", self.cfg.name);
-        l.read_errors_budget_used.store(0, Relaxed);
-        let rec = self.returning_leg_state();
-        let _ = self.change_state_as(leg, LegState::Rebuilding, rec, |s| matches!(s, LegState::Faulted(_)));
-    }
-
-    fn note_fault_retry(&self, leg: usize) {
-        let mut all = self.faults.lock();
-        let f = &mut all[leg];
-        let backoff = 1u32 << f.faults.len().clamp(1, 8);
-        f.retry_at = Some(Instant::now() + Duration::from_millis(self.tun().failback_delay_ms) * backoff);
-    }
-
-    /// Reopens the storage of a leg that was absent at start, if it is back
-    /// and is the same device the metadata records.
-    pub(super) fn reattach(&self, leg: usize) -> Result<(), String> {
-        let l = &self.legs[leg];
-        if l.backend().detached().is_none() {
-            return Ok(());
-        }
-        let others: Vec<_> = self.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
-        let b = super::open::open_leg(&self.cfg, leg, self.size(), &self.injector, &others)
-            .map_err(|e| e.to_string())?;
-        let recorded = self.header.lock().legs[leg].identity.clone();
-        if b.identity().as_str() != recorded {
-            return Err(format!(
-                "{} is now {}, not the recorded {recorded}; replace the leg on purpose with `hamirrorctl replace`",
-                l.path,
-                b.identity()
-            ));
-        }
-        l.set_backend(b);
-        Ok(())
-    }
-
-    /// Reads the first block and writes it back: the leg must do both.
-    fn probe(&self, leg: usize) -> bool {
-        let bs = self.cfg.block_size as usize;
-        let data = match self.leg_io_wait(leg, Job::Read { offset: 0, len: bs }) {
-            Ok(LegOut::Data(d)) => d,
-            _ => return false,
-        };
-        // Block 0 is stale on a faulted leg anyway; rewriting it proves writes work
-        // and changes nothing the resync will not overwrite.
-        self.leg_io_wait(leg, Job::WriteOwned { offset: 0, data }).is_ok()
-            && self.leg_io_wait(leg, Job::Flush).is_ok()
-    }
-
-    /// Runs one leg I/O and waits for it (monitor, cleaner and resync threads
-    /// only; the deadline applies, so this returns within it).
-    pub(super) fn leg_io_wait(&self, leg: usize, job: Job) -> io::Result<LegOut> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
-        let limit = self.tun().io_timeout()
-            + Duration::from_millis(self.tun().last_leg_grace_ms)
-            + Duration::from_secs(1);
-        match rx.recv_timeout(limit) {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "leg I/O timed out")),
         }
     }
 

@@ -484,8 +484,8 @@ impl Inner {
     /// last in-sync leg is never faulted: it stays, and the caller decides.
     fn fault_before_ack(&self, leg: usize, reason: FaultReason) -> Result<Kept, IoError> {
         match self.fault_leg(leg, reason) {
-            Err(super::transitions::Refused::Metadata(m)) => Err(IoError::Metadata(m)),
-            Err(super::transitions::Refused::LastInSync) => Ok(Kept::LastInSync),
+            Err(super::legstate::Refused::Metadata(m)) => Err(IoError::Metadata(m)),
+            Err(super::legstate::Refused::LastInSync) => Ok(Kept::LastInSync),
             Ok(()) => Ok(Kept::Out),
         }
     }

@@ -29,9 +29,10 @@ done
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 if [ "$UNINSTALL" = 1 ]; then
-  luns=$(ls /sys/kernel/config/target/core/user_*/*/control 2>/dev/null | while read -r c; do
-    d=$(dirname "$c"); grep -ls 'hamirror/' "$d/info" >/dev/null 2>&1 && basename "$d"; done || true)
-  [ -z "$luns" ] || die "hamirror LUNs exist ($luns): remove them first (targetcli-scripts/hamirror-remove.sh keeps the data on a leg, hamirror-teardown.sh deletes the LUN)"
+  # shellcheck source=lib/luns.sh
+  . scripts/lib/luns.sh
+  luns=$(hamirror_luns | tr '\n' ' ')
+  [ -z "$luns" ] || die "hamirror LUNs exist (${luns% }): remove them first (targetcli-scripts/hamirror-remove.sh keeps the data on a leg, hamirror-teardown.sh deletes the LUN)"
   rm -fv "$HANDLER_DIR/handler_hamirror.so" "$BIN_DIR/hamirrorctl"
   echo "uninstalled; restart tcmu-runner so that it forgets the handler"
   exit 0

@@ -1,20 +1,20 @@
 //! `hamirrorctl`: parses the command line, talks to the volumes, prints.
 
 mod args;
-mod help;
 mod metrics;
 mod render;
 mod units;
 
-pub use args::{parse, Action, Invocation, Usage};
+pub use args::{command, parse, Action, Cli, Invocation};
 pub use render::ListEntry;
 
 use crate::client::{self, ClientError, DEFAULT_TIMEOUT};
+use crate::proto::Command;
 use crate::proto::VerifyAction;
-use crate::proto::{Command, VERSION};
 use crate::rundir;
 use crate::view::{EventView, LegChange, ResyncChange, StatusView, VerifyChange, VerifyView};
 use metrics::Scrape;
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -30,8 +30,6 @@ pub const EXIT_PERMISSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("{}", .0.0)]
-    Usage(Usage),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("permission denied reading {dir}: hamirrorctl must run as root (try sudo hamirrorctl ...)")]
@@ -45,7 +43,6 @@ enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => EXIT_USAGE,
             CliError::Client(e) => e.exit_code(),
             CliError::RunDirDenied { .. } => EXIT_PERMISSION,
             CliError::RunDir { .. } => EXIT_UNREACHABLE,
@@ -55,11 +52,22 @@ impl CliError {
 }
 
 /// Runs `hamirrorctl` with `args` (without the program name); returns the exit code.
-pub fn run(args: &[String]) -> u8 {
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let inv = match parse(args) {
+        Ok(inv) => inv,
+        // Also --help and --version, which exit 0.
+        Err(e) => {
+            let _ = e.print();
+            return u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE);
+        }
+    };
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let result = parse(args).map_err(CliError::Usage).and_then(|inv| execute(inv, &mut out));
-    match result {
+    match execute(inv, &mut out) {
         Ok(()) => EXIT_OK,
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(e) => {
@@ -73,29 +81,12 @@ pub fn run(args: &[String]) -> u8 {
 fn execute(inv: Invocation, out: &mut dyn Write) -> Result<(), CliError> {
     let dir = rundir::dir();
     match inv.action {
-        Action::Help(topic) => help_text(topic.as_deref(), out),
-        Action::Version => {
-            let v = env!("CARGO_PKG_VERSION");
-            Ok(writeln!(out, "hamirrorctl {v} (control protocol version {VERSION})")?)
-        }
+        Action::Help => Ok(write!(out, "{}", command().render_help())?),
         Action::List => list(&dir, inv.json, out),
         Action::Send { volume, cmd } => send(&dir, &volume, &cmd, inv.json, out),
         Action::Watch { volume, interval, count } => watch(&dir, &volume, interval, count, inv.json, out),
         Action::Metrics(volume) => metrics(&dir, volume.as_deref(), out),
     }
-}
-
-fn help_text(topic: Option<&str>, out: &mut dyn Write) -> Result<(), CliError> {
-    let text = match topic {
-        None => help::overview(),
-        Some(name) => match help::topic(name) {
-            Some(t) => help::command(t),
-            None => {
-                return Err(CliError::Usage(Usage(format!("no command {name:?}\nsee hamirrorctl --help"))))
-            }
-        },
-    };
-    Ok(out.write_all(text.as_bytes())?)
 }
 
 fn status(dir: &Path, volume: &str, timeout: Duration) -> Result<StatusView, ClientError> {

@@ -37,6 +37,32 @@ cleanup() {
   rm -f "$STATE"/done-*
 }
 
+# hamirror itself arrives as the Debian package run.sh built, installed the way
+# an admin would. Protocol lines for run.sh: PACKAGE-INSTALL <deb>, then dpkg's
+# own output (postinst's messages included), then PACKAGE-INSTALLED <version>
+# in <s> or PACKAGE-FAILED rc=<n>. The scenarios run either way; those that need
+# hamirror then fail with a pointer here.
+install_package() {
+  local deb rc t0 t1 version
+  for deb in /var/cache/hamirror-test/*.deb; do
+    [ -f "$deb" ] || { echo "PACKAGE-FAILED rc=1 (no .deb in the guest)"; return 1; }
+    echo "PACKAGE-INSTALL $deb"
+    read -r t0 _ < /proc/uptime
+    # dpkg's "(Reading database ... N%" progress is one \r-separated line: drop it.
+    dpkg -i "$deb" 2>&1 | tr '\r' '\n' | grep -v '^(Reading database'
+    rc=${PIPESTATUS[0]}
+    read -r t1 _ < /proc/uptime
+    version=$(dpkg-query -W -f='${Version} ${Status}' hamirror 2>/dev/null)
+    if [ "$rc" = 0 ] && [[ $version == *"install ok installed" ]]; then
+      echo "PACKAGE-INSTALLED hamirror ${version%% *} in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+    else
+      echo "PACKAGE-FAILED rc=$rc ($version)"
+      return 1
+    fi
+  done
+}
+install_package
+
 overall=0
 first=1
 while read -r name <&3; do

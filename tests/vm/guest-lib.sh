@@ -18,6 +18,9 @@ export PATH=${HM_EXTRA_PATH:+$HM_EXTRA_PATH:}/usr/local/sbin:/usr/local/bin:/usr
 export DM_DISABLE_UDEV=1
 
 export HM_SHARE=/usr/local/share/hamirror   # scenarios find their data here
+# The package's admin scripts (autorun.sh installs hamirror with dpkg -i; the
+# package links them into /usr/sbin, so scenarios call them by name).
+export HM_SCRIPTS=/usr/share/hamirror/targetcli-scripts
 HM_STATE=/run/hamirror-test          # survives between helper calls and subshells
 HM_LEGS=${HM_LEGS:-/tmp/legs}        # leg images: tmpfs, like the initramfs root
 HANDLER_DIR=/usr/lib/x86_64-linux-gnu/tcmu-runner
@@ -173,7 +176,7 @@ handler_installed() { [ -e "$HANDLER_DIR/handler_hamirror.so" ]; }
 # For scenarios that test hamirror itself: missing handler is a failure, loudly.
 require_handler() {
   if ! handler_installed; then
-    fail "handler_hamirror.so is not in the guest: build it (cargo build --release) before running this scenario"
+    fail "handler_hamirror.so is not in the guest: the hamirror package did not install (see PACKAGE- lines at the start of the boot log)"
     exit 1
   fi
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boots the test guest once and runs the given scenarios in it, in order.
+# Boots the test guest once and runs the given scenarios in it, in order. The
+# guest installs hamirror from its Debian package (dpkg -i) before the first one.
 #
 # Usage: tests/vm/run.sh [-q] SCENARIO [SCENARIO...]
 #   SCENARIO   a name from tests/vm/scenarios (00-platform, 00-platform.sh or a path)
@@ -9,6 +10,10 @@
 #   HAMIRROR_SCENARIO_TIMEOUT  each scenario inside the guest (default 900)
 #   HAMIRROR_VM_MEM, HAMIRROR_VM_SMP   guest RAM in MiB (2048) and vCPUs (2)
 #   HAMIRROR_TARGET_DIR        where the built handler and CLI are (target/release)
+#   HAMIRROR_DEB               the hamirror .deb the guest installs with dpkg -i
+#                              (default target/debian/hamirror_<ver>_amd64.deb,
+#                              rebuilt by scripts/package-deb.sh when older than
+#                              the handler, the CLI or the packaging files)
 #   HAMIRROR_VM_RESULTS        if set, a file that gets one "<scenario> <verdict>" line
 #                              per scenario (PASS, FAIL, CRASH = started but never
 #                              finished, NOTRUN); e2e.sh uses it
@@ -25,7 +30,7 @@ TARGET_DIR=${HAMIRROR_TARGET_DIR:-$TOP/target/release}
 VM_TIMEOUT=${HAMIRROR_VM_TIMEOUT:-1200}
 SCENARIO_TIMEOUT=${HAMIRROR_SCENARIO_TIMEOUT:-900}
 GUEST_SHARE=usr/local/share/hamirror
-GUEST_HANDLER_DIR=usr/lib/x86_64-linux-gnu/tcmu-runner
+GUEST_DEB_DIR=var/cache/hamirror-test
 
 log() { printf '[run] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
@@ -52,12 +57,36 @@ T0=$(now)
 IMAGE=$("$VM_DIR/build-image.sh" | tail -n 1)
 [ -s "$IMAGE/base.cpio" ] || die "build-image.sh produced no image"
 
+# --- the package: hamirror reaches the guest only as an admin would install it ----
+# (autorun.sh runs dpkg -i before the scenarios). A package older than what it
+# is built from is rebuilt, so `cargo build` + run.sh tests the current code.
+deb_stale() {
+  local f
+  for f in "$TARGET_DIR/libhandler_hamirror.so" "$TARGET_DIR/hamirrorctl" \
+           "$TOP"/packaging/deb/* "$TOP"/targetcli-scripts/* \
+           "$TOP/scripts/package-deb.sh" "$TOP/scripts/lib/luns.sh" "$TOP/Cargo.toml"; do
+    [ "$f" -nt "$1" ] && return 0
+  done
+  return 1
+}
+if [ -n "${HAMIRROR_DEB:-}" ]; then
+  DEB=$HAMIRROR_DEB
+  [ -f "$DEB" ] || die "HAMIRROR_DEB=$DEB does not exist"
+else
+  DEB=$(ls -t "$TOP"/target/debian/hamirror_*_amd64.deb 2>/dev/null | head -n 1 || true)
+  if [ -z "$DEB" ] || deb_stale "$DEB"; then
+    log "package: building it from $TARGET_DIR (scripts/package-deb.sh)"
+    DEB=$(HAMIRROR_TARGET_DIR=$TARGET_DIR "$TOP/scripts/package-deb.sh" | tail -n 1) \
+      || die "cannot build the hamirror package (see above); the guest installs hamirror only from it"
+  fi
+fi
+log "package: $DEB ($(date -r "$DEB" '+%F %T'))"
+
 # --- overlay: everything that changes between runs -------------------------------
 RUN_DIR=$(mktemp -d "$CACHE/run.XXXXXX")
 trap 'rm -rf "$RUN_DIR"' EXIT
 OV=$RUN_DIR/overlay
-mkdir -p "$OV/$GUEST_SHARE/scenarios" "$OV/$GUEST_SHARE/targetcli-scripts" \
-         "$OV/usr/local/bin" "$OV/etc/hamirror-test" "$OV/$GUEST_HANDLER_DIR"
+mkdir -p "$OV/$GUEST_SHARE/scenarios" "$OV/etc/hamirror-test" "$OV/$GUEST_DEB_DIR"
 install -m 0755 "$VM_DIR/init" "$OV/init"
 install -m 0755 "$VM_DIR/autorun.sh" "$OV/autorun.sh"
 install -m 0644 "$VM_DIR/guest-lib.sh" "$OV/$GUEST_SHARE/"
@@ -70,24 +99,8 @@ printf '%s\n' "${SCENARIOS[@]}" > "$OV/etc/hamirror-test/scenarios"
   done < <(env | grep -o '^HMT_[A-Za-z0-9_]*=' || true)
 } > "$OV/etc/hamirror-test/env"
 
-# The admin scripts, installed as an admin would (on PATH; they find lib.sh
-# through their real location).
-if compgen -G "$TOP/targetcli-scripts/*" > /dev/null; then
-  cp -a "$TOP"/targetcli-scripts/. "$OV/$GUEST_SHARE/targetcli-scripts/"
-  for s in "$OV/$GUEST_SHARE"/targetcli-scripts/*.sh; do
-    [ "$(basename "$s")" = lib.sh ] && continue
-    ln -s "/$GUEST_SHARE/targetcli-scripts/$(basename "$s")" "$OV/usr/local/bin/$(basename "$s")"
-  done
-fi
-
-HANDLER=$TARGET_DIR/libhandler_hamirror.so
-if [ -f "$HANDLER" ]; then
-  install -m 0755 "$HANDLER" "$OV/$GUEST_HANDLER_DIR/handler_hamirror.so"
-  log "handler: $HANDLER ($(date -r "$HANDLER" '+%F %T'))"
-else
-  log "handler: none at $HANDLER (scenarios that need it will fail)"
-fi
-[ -f "$TARGET_DIR/hamirrorctl" ] && install -m 0755 "$TARGET_DIR/hamirrorctl" "$OV/usr/local/bin/"
+# The handler, hamirrorctl and the admin scripts come only from the package.
+install -m 0644 "$DEB" "$OV/$GUEST_DEB_DIR/"
 
 (cd "$OV" && find . -mindepth 1 -print0 | cpio --null -o -H newc --quiet) > "$RUN_DIR/overlay.cpio"
 # Files of the second archive replace those of the first (LIO-VM.md §1).
@@ -174,6 +187,13 @@ if [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
 elif [ "$QEMU_RC" != 0 ]; then
   echo "VM: qemu exited with status $QEMU_RC"
   FAILED=1
+fi
+if ! grep -q '^PACKAGE-INSTALLED ' "$BOOT_LOG"; then
+  echo "VM: the hamirror package did not install in the guest; what dpkg said:"
+  awk '/^PACKAGE-INSTALL /, /^PACKAGE-(INSTALLED|FAILED)/' "$BOOT_LOG" | sed 's/^/    | /'
+  FAILED=1
+else
+  echo "VM: $(grep -m1 '^PACKAGE-INSTALLED ' "$BOOT_LOG")"
 fi
 if ! grep -q '^AUTORUN-END' "$BOOT_LOG"; then
   echo "VM: the guest never finished autorun (crash or panic?); last console lines:"

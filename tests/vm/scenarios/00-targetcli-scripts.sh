@@ -7,7 +7,7 @@
 # hamirror-specific parts (sync check, source=N) are in 06-remove-putback.
 # (Sourced by autorun.sh after guest-lib.sh.)
 
-SCRIPTS=$HM_SHARE/targetcli-scripts
+SCRIPTS=$HM_SCRIPTS   # where the package put them
 NAA=naa.5001405000000b01
 IQN=iqn.2003-01.org.linux-iscsi.hamirror-vm:scripts
 ME=$(sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi)

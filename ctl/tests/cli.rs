@@ -455,9 +455,53 @@ fn help_explains_every_command() {
         assert!(text.contains(&format!("\nUsage: hamirrorctl {c} ")), "{text}");
         assert!(text.lines().count() > 6, "{c} --help explains too little:\n{text}");
     }
+    assert!(!out.contains("generate-docs"), "{out}");
     assert!(out.contains("Exit status:") && out.contains("4  permission denied"));
     assert_eq!(stdout(&ctl_in(&dir, &[])), out, "no arguments prints the help");
     assert!(stdout(&ctl_in(&dir, &["--version"])).contains("control protocol version 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn generate_docs_writes_man_pages_and_completions() {
+    let dir = temp_dir();
+    let o = ctl_in(&dir, &["generate-docs", "--out", dir.join("docs").to_str().unwrap()]);
+    assert_exit(&o, 0);
+    let read = |path: &str| {
+        std::fs::read_to_string(dir.join("docs").join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let man = read("man/hamirrorctl.1");
+    for c in documented_commands() {
+        assert!(man.contains(&format!("hamirrorctl\\-{c}(1)")), "{c} missing from the man page");
+        let page = read(&format!("man/hamirrorctl-{c}.1"));
+        assert!(page.contains(".SH DESCRIPTION"), "hamirrorctl-{c}.1:\n{page}");
+    }
+    assert!(man.contains("Exit status:") && !man.contains("generate"), "{man}");
+    assert!(read("man/hamirrorctl-verify.1").contains("repair\\-from"));
+    for (file, needle) in [
+        ("bash", "complete -F _hamirrorctl"),
+        ("zsh", "#compdef hamirrorctl"),
+        ("fish", "complete -c hamirrorctl"),
+    ] {
+        let path = if file == "zsh" {
+            "completions/_hamirrorctl".to_string()
+        } else {
+            format!("completions/hamirrorctl.{file}")
+        };
+        let text = read(&path);
+        assert!(text.contains(needle) && text.contains("resync"), "{path}:\n{text}");
+        assert!(!text.contains("generate-docs"), "{path} offers the hidden command");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn generate_docs_into_an_unwritable_place_fails_with_a_message() {
+    let dir = temp_dir();
+    std::fs::write(dir.join("file"), "").unwrap();
+    let o = ctl_in(&dir, &["generate-docs", "--out", dir.join("file/docs").to_str().unwrap()]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("cannot write the man pages and completions under"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -9,6 +9,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -228,11 +229,24 @@ pub enum Action {
         count: Option<u64>,
     },
     Metrics(Option<String>),
+    /// Write the man pages and shell completions under this directory.
+    GenerateDocs(PathBuf),
 }
 
-/// The command line as parsed.
+const GENERATE_DOCS: &str = "generate-docs";
+
+/// The command line as parsed: the documented commands plus the hidden
+/// `generate-docs`, which packaging calls. It is added here rather than in
+/// [`Cmd`] so that the man pages and completions, made from [`Cli`], leave it out.
 pub fn command() -> clap::Command {
-    Cli::command()
+    let out = clap::Arg::new("out")
+        .long("out")
+        .value_name("DIR")
+        .required(true)
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("Writes DIR/man/*.1 and DIR/completions/{hamirrorctl.bash,_hamirrorctl,hamirrorctl.fish}");
+    let docs = clap::Command::new(GENERATE_DOCS).about("Write the man pages and shell completions").arg(out);
+    Cli::command().subcommand(docs.hide(true))
 }
 
 /// Parses `args` (without the program name). A clap error is also how help
@@ -245,6 +259,10 @@ where
     let matches = command().try_get_matches_from(
         std::iter::once(OsString::from("hamirrorctl")).chain(args.into_iter().map(Into::into)),
     )?;
+    if let Some(docs) = matches.subcommand_matches(GENERATE_DOCS) {
+        let out = docs.get_one::<PathBuf>("out").expect("--out is required").clone();
+        return Ok(Invocation { json: false, action: Action::GenerateDocs(out) });
+    }
     let cli = Cli::from_arg_matches(&matches)?;
     Ok(Invocation { json: cli.json, action: action(cli.command)? })
 }
@@ -459,5 +477,12 @@ mod tests {
         let e = p("frobnicate v").unwrap_err();
         assert_eq!((e.kind(), e.exit_code()), (ErrorKind::InvalidSubcommand, 2));
         assert_eq!(p("status v --force").unwrap_err().kind(), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn generate_docs_is_hidden_and_needs_a_directory() {
+        assert_eq!(p("generate-docs --out /tmp/d").unwrap().action, Action::GenerateDocs("/tmp/d".into()));
+        assert!(p("generate-docs").is_err());
+        assert!(!command().render_long_help().to_string().contains("generate-docs"));
     }
 }

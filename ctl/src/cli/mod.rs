@@ -1,6 +1,7 @@
 //! `hamirrorctl`: parses the command line, talks to the volumes, prints.
 
 mod args;
+mod docs;
 mod metrics;
 mod render;
 mod units;
@@ -16,7 +17,7 @@ use crate::view::{EventView, LegChange, ResyncChange, StatusView, VerifyChange, 
 use metrics::Scrape;
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long `list` and `metrics` wait for each volume.
@@ -38,6 +39,8 @@ enum CliError {
     RunDir { dir: String, source: io::Error },
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    #[error("cannot write the man pages and completions under {dir}: {source}")]
+    Docs { dir: PathBuf, source: io::Error },
 }
 
 impl CliError {
@@ -46,7 +49,7 @@ impl CliError {
             CliError::Client(e) => e.exit_code(),
             CliError::RunDirDenied { .. } => EXIT_PERMISSION,
             CliError::RunDir { .. } => EXIT_UNREACHABLE,
-            CliError::Output(_) => EXIT_REFUSED,
+            CliError::Output(_) | CliError::Docs { .. } => EXIT_REFUSED,
         }
     }
 }
@@ -86,6 +89,7 @@ fn execute(inv: Invocation, out: &mut dyn Write) -> Result<(), CliError> {
         Action::Send { volume, cmd } => send(&dir, &volume, &cmd, inv.json, out),
         Action::Watch { volume, interval, count } => watch(&dir, &volume, interval, count, inv.json, out),
         Action::Metrics(volume) => metrics(&dir, volume.as_deref(), out),
+        Action::GenerateDocs(dir) => docs::generate(&dir).map_err(|source| CliError::Docs { dir, source }),
     }
 }
 

@@ -174,7 +174,9 @@ fn event_level(e: &Event) -> Level {
         | Event::LastLegSlow { .. }
         | Event::LegLagging { .. }
         | Event::ReadRepaired { .. } => Level::Warn,
-        Event::ResyncFailed { .. } | Event::MetadataCopyLost { .. } => Level::Error,
+        Event::ResyncFailed { .. } | Event::MetadataCopyLost { .. } | Event::SourceUnreadable { .. } => {
+            Level::Error
+        }
         Event::ResyncStarted { .. }
         | Event::ResyncFinished { .. }
         | Event::MetadataCopyRepaired { .. }

@@ -12,6 +12,10 @@ pub enum Event {
     ResyncFinished { leg: usize, kind: ResyncKind, copied_bytes: u64, seconds: f64 },
     ResyncFailed { leg: usize, kind: ResyncKind, error: String },
     ReadRepaired { leg: usize, offset: u64, len: u64 },
+    /// `leg`, the last in-sync leg, cannot read `[offset, offset+len)`: the
+    /// rebuild of `target` leaves it out, retries it, and keeps `target`
+    /// rebuilding until it is copied. Host reads there get a medium error.
+    SourceUnreadable { leg: usize, target: usize, offset: u64, len: u64 },
     MetadataCopyLost { copy: usize, path: String, error: String },
     MetadataCopyRepaired { copy: usize, path: String },
     VerifyFinished { mismatched_regions: u64, repaired: bool },
@@ -70,6 +74,11 @@ impl std::fmt::Display for Event {
             Event::ReadRepaired { leg, offset, len } => {
                 write!(f, "leg {leg}: read error at byte {offset} (+{len}) repaired from another leg")
             }
+            Event::SourceUnreadable { leg, target, offset, len } => write!(
+                f,
+                "leg {leg}, the last in-sync leg, cannot read byte {offset} (+{len}): no leg holds it; \
+                 leg {target} stays rebuilding while the copy retries it (a host write there rewrites it)"
+            ),
             Event::MetadataCopyLost { copy, path, error } => write!(
                 f,
                 "metadata copy {copy} ({path}) lost: {error}; the other copies carry on, replace it"

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use mirror::{OpenError, Volume};
+use mirror::{Event, IoError, OpenError, Volume};
 use std::time::Duration;
 
 #[test]
@@ -328,4 +328,68 @@ fn with_extents_a_returning_leg_still_gets_only_the_regions_it_missed() {
     v.shutdown();
     drop(v);
     assert_eq!(leg_bytes(&cfg, 0), leg_bytes(&cfg, 1));
+}
+
+/// A region the last in-sync leg cannot read is recorded, reported and
+/// retried with back-off; the rest is copied; the leg stays rebuilding (it
+/// lacks the region), and a host read there fails as a medium error. Once
+/// the region reads again, the retry copies it and the leg comes in sync.
+/// Without the record, the rebuild retried the same span at once, forever.
+#[test]
+fn a_region_the_last_in_sync_leg_cannot_read_is_reported_skipped_and_retried() {
+    let d = Dir::new("unreadable");
+    let cfg = config(&d, 2, 4 * MIB);
+    let (v, faults, events) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    write(&v, 0, &pattern(4 * MIB as usize, 1)).unwrap(); // every region to copy
+    faults.add(rule("leg=0 op=read range=1048576-1052672 action=error errno=5"));
+    let fired_before = faults.fired();
+    v.restore_leg(1).unwrap();
+    let unreadable = |e: &Event| matches!(e, Event::SourceUnreadable { leg: 0, target: 1, .. });
+    wait_for("the unreadable region reported", Duration::from_secs(10), || events.count(unreadable) == 1);
+    wait_for("the rest copied", Duration::from_secs(10), || v.resync_bytes() == 4 * MIB - 65536);
+    std::thread::sleep(Duration::from_millis(500));
+    // The 1 MiB span, then its first region alone; the first retry comes after 1 s.
+    assert!(faults.fired() - fired_before <= 3, "the rebuild spins: {} failed reads", faults.fired() - fired_before);
+    assert_eq!(state_name(&v, 1), "rebuilding", "leg 1 lacks a region: it must not be in sync");
+    let st = v.status().resync.expect("a rebuild is under way");
+    assert_eq!(st.unreadable, vec![(MIB, 65536)]);
+    assert!(matches!(read(&v, MIB, 4096), Err(IoError::ReadFailed { .. })), "a medium error for the host");
+    assert_eq!(read(&v, MIB + 65536, 4096).unwrap(), pattern(4 * MIB as usize, 1)[MIB as usize + 65536..][..4096]);
+    faults.clear();
+    wait_for("leg 1 in sync after a retry", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert_eq!(events.count(unreadable), 1, "reported once");
+    v.shutdown();
+    drop(v);
+    assert!(leg_bytes(&cfg, 0) == leg_bytes(&cfg, 1), "legs differ");
+}
+
+/// A restart while a region is unreadable resumes the rebuild at that
+/// region: the recorded cursor never passes it, so the leg is not brought in
+/// sync without it.
+#[test]
+fn a_restart_retries_an_unreadable_region_before_the_leg_comes_in_sync() {
+    let d = Dir::new("unreadable-restart");
+    let mut cfg = config(&d, 2, 4 * MIB);
+    // A pass of about 2 s: its 1 s checkpoint comes after the region.
+    (cfg.resync_max_mib_s, cfg.resync_min_mib_s) = (2, 1);
+    let (v, faults, events) = open(&cfg);
+    v.fail_leg(1).unwrap();
+    write(&v, 0, &pattern(4 * MIB as usize, 1)).unwrap();
+    faults.add(rule("leg=0 op=read range=1048576-1052672 action=error errno=5"));
+    v.restore_leg(1).unwrap();
+    let unreadable = |e: &Event| matches!(e, Event::SourceUnreadable { .. });
+    wait_for("the unreadable region reported", Duration::from_secs(10), || events.count(unreadable) == 1);
+    wait_for("the rest copied", Duration::from_secs(10), || v.resync_bytes() == 4 * MIB - 65536);
+    v.shutdown();
+    drop(v);
+    let h = mirror::meta::MetaStore::open(&cfg.metadata).unwrap().header;
+    assert!(h.legs[1].rebuild_cursor <= 16, "cursor {} passed region 16", h.legs[1].rebuild_cursor);
+    // Reopened without the fault: the region reads again.
+    let (v, _, _) = open(&cfg);
+    wait_for("leg 1 in sync", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
+    assert!(v.resync_bytes() >= 65536, "the region was copied after the restart");
+    v.shutdown();
+    drop(v);
+    assert!(leg_bytes(&cfg, 0) == leg_bytes(&cfg, 1), "leg 1 came in sync without the unreadable region");
 }

@@ -1,10 +1,18 @@
 //! Resync: crash recovery, difference resync and full rebuilds.
 //!
-//! One region at a time, under the range lock against host writes: read it
-//! from an in-sync leg, write it to the targets. Progress (a cursor) is
-//! recorded in the metadata after the target flushed, so a restart continues
-//! where it stopped. The rate is capped at `resync_max_mib_s` and drops to
-//! `resync_min_mib_s` while the host is busy.
+//! Spans of up to 1 MiB of consecutive regions, each under the range lock
+//! against host writes: read it from an in-sync leg, write it to the
+//! targets. Progress (a cursor) is recorded in the metadata after the target
+//! flushed, so a restart continues where it stopped. The rate is capped at
+//! `resync_max_mib_s` and drops to `resync_min_mib_s` while the host is busy.
+//!
+//! A region that the last in-sync leg cannot read is *unreadable*: no leg
+//! holds its data. Like md's bad-block list, the rebuild records it, reports
+//! it ([`Event::SourceUnreadable`], `status`), copies the rest, and retries it
+//! with back-off; the rebuilding leg is brought in sync only once it has
+//! been copied, and the recorded cursor never passes it, so a restart
+//! retries it too. A host read there fails with a medium error, from the
+//! last in-sync leg itself.
 
 use super::intent::Marks;
 use super::leg::{Job, LegOut};
@@ -27,6 +35,8 @@ pub(crate) struct Progress {
     pub paused: bool,
     /// Overrides `resync_max_mib_s` when set by the administrator.
     pub max_mib_s: Option<u64>,
+    /// Byte ranges `(offset, len)` the rebuild could not read from any leg.
+    pub unreadable: Vec<(u64, u64)>,
 }
 
 /// Bytes copied as one I/O: a resync pays its per-copy overhead once per
@@ -38,12 +48,37 @@ const SPAN_BYTES: u64 = 1 << 20;
 const CHECKPOINT: Duration = Duration::from_secs(1);
 /// The host counts as busy if it did I/O this recently.
 const HOST_BUSY_MS: u64 = 200;
+/// The first wait before unreadable regions are tried again; it doubles
+/// after each try that still fails, up to the second.
+const UNREADABLE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 enum Step {
     Copied(u64),
     TargetFailed,
+    /// The source failed the read and was taken out: another leg may serve.
     SourceFailed,
+    /// The source failed the read and stays, as the last in-sync leg: no
+    /// leg can serve the span now.
+    Unreadable,
     Stopped,
+}
+
+/// Unreadable regions of one rebuild pass, as runs `(first, count)` in order.
+#[derive(Default)]
+struct Unreadable(Vec<(u64, u64)>);
+
+impl Unreadable {
+    fn add(&mut self, first: u64, count: u64) {
+        match self.0.last_mut() {
+            Some((f, n)) if *f + *n == first => *n += count,
+            _ => self.0.push((first, count)),
+        }
+    }
+
+    /// Where a restart must resume: not past the first unreadable region.
+    fn cursor(&self, cursor: u64) -> u64 {
+        self.0.first().map_or(cursor, |&(f, _)| f.min(cursor))
+    }
 }
 
 impl Inner {
@@ -81,6 +116,7 @@ impl Inner {
         p.done_bytes = 0;
         p.total_bytes = total;
         p.started = Some(std::time::SystemTime::now());
+        p.unreadable.clear();
         drop(p);
         self.emit(Event::ResyncStarted { leg, kind, total_bytes: total });
     }
@@ -102,7 +138,7 @@ impl Inner {
             match self.copy_span(r, n, Some(source), &targets) {
                 Step::Copied(n) => copied += n,
                 Step::TargetFailed => {}
-                Step::SourceFailed => {
+                Step::SourceFailed | Step::Unreadable => {
                     // Another in-sync leg takes over as the source.
                     let next = self.legs.iter().position(|l| l.is_in_sync() && l.index != source);
                     *self.recovery.lock() = next.map(|s| Recovery { source: s, cursor: r, kind });
@@ -151,12 +187,13 @@ impl Inner {
         let t0 = Instant::now();
         let mut copied = 0;
         let mut checkpoint = Instant::now();
+        let mut unreadable = Unreadable::default();
         loop {
             if !ours() {
                 return;
             }
             if self.shutting_down.load(Relaxed) {
-                return self.checkpoint(leg, changes, cursor, full);
+                return self.checkpoint(leg, changes, unreadable.cursor(cursor), full);
             }
             let next = if full {
                 (cursor < regions).then_some(cursor)
@@ -171,22 +208,25 @@ impl Inner {
             };
             match self.copy_span(r, n, None, &[leg]) {
                 Step::Copied(n) => copied += n,
-                Step::Stopped => return self.checkpoint(leg, changes, cursor, full),
+                Step::Stopped => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
                 Step::SourceFailed => continue,
-                Step::TargetFailed => {
-                    self.emit(Event::ResyncFailed {
-                        leg,
-                        kind,
-                        error: format!("{}", self.legs[leg].state()),
-                    });
-                    return;
-                }
+                Step::Unreadable => match self.copy_regions_apart(r, n, leg, &mut unreadable) {
+                    Ok(n) => copied += n,
+                    Err(Step::TargetFailed) => return self.rebuild_failed(leg, kind),
+                    Err(_) => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
+                },
+                Step::TargetFailed => return self.rebuild_failed(leg, kind),
             }
             cursor = r + n;
             if checkpoint.elapsed() >= CHECKPOINT && self.leg_io_wait(leg, Job::Flush).is_ok() {
-                let _ = self.record_cursor(leg, changes, cursor, full);
+                let _ = self.record_cursor(leg, changes, unreadable.cursor(cursor), full);
                 checkpoint = Instant::now();
             }
+        }
+        match self.retry_unreadable(leg, &mut unreadable, &ours) {
+            Ok(n) => copied += n,
+            Err(Step::TargetFailed) => return self.rebuild_failed(leg, kind),
+            Err(_) => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
         }
         if let Err(e) = self.leg_io_wait(leg, Job::Flush) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -210,6 +250,87 @@ impl Inner {
                 seconds: t0.elapsed().as_secs_f64(),
             });
         }
+    }
+
+    fn rebuild_failed(&self, leg: usize, kind: ResyncKind) {
+        self.emit(Event::ResyncFailed { leg, kind, error: format!("{}", self.legs[leg].state()) });
+    }
+
+    /// Copies a span that could not be read as a whole region by region, so
+    /// that only the regions no leg can read are left out (and recorded).
+    /// Returns the bytes copied.
+    fn copy_regions_apart(
+        self: &Arc<Self>,
+        first: u64,
+        count: u64,
+        leg: usize,
+        unreadable: &mut Unreadable,
+    ) -> Result<u64, Step> {
+        let mut copied = 0;
+        let mut r = first;
+        while r < first + count {
+            match self.copy_span(r, 1, None, &[leg]) {
+                Step::Copied(n) => copied += n,
+                Step::SourceFailed => continue, // another in-sync leg serves
+                Step::Unreadable => {
+                    unreadable.add(r, 1);
+                    self.report_unreadable(leg, r, 1);
+                }
+                other => return Err(other),
+            }
+            r += 1;
+        }
+        Ok(copied)
+    }
+
+    fn report_unreadable(&self, leg: usize, region: u64, count: u64) {
+        let rb = self.intent.region_bytes();
+        let (offset, len) = (region * rb, (count * rb).min(self.size() - region * rb));
+        let source = self.legs.iter().position(|l| l.is_in_sync()).unwrap_or(leg);
+        self.resync.lock().unreadable.push((offset, len));
+        self.emit(Event::SourceUnreadable { leg: source, target: leg, offset, len });
+    }
+
+    /// Tries the unreadable regions again, with back-off, until every one
+    /// has been copied. Ends early (with `Err(Step::Stopped)`) when the pass
+    /// is no longer ours or the volume shuts down. Returns the bytes copied.
+    fn retry_unreadable(
+        self: &Arc<Self>,
+        leg: usize,
+        unreadable: &mut Unreadable,
+        ours: &dyn Fn() -> bool,
+    ) -> Result<u64, Step> {
+        let mut wait = UNREADABLE_RETRY.0;
+        let mut copied = 0;
+        while !unreadable.0.is_empty() {
+            {
+                let mut p = self.resync.lock();
+                let until = Instant::now() + wait;
+                while Instant::now() < until && ours() && !self.shutting_down.load(Relaxed) {
+                    self.resync_wake.wait_until(&mut p, until);
+                }
+            }
+            if !ours() || self.shutting_down.load(Relaxed) {
+                return Err(Step::Stopped);
+            }
+            let mut still = Unreadable::default();
+            for &(first, count) in &unreadable.0 {
+                for r in first..first + count {
+                    match self.copy_span(r, 1, None, &[leg]) {
+                        Step::Copied(n) => copied += n,
+                        Step::Unreadable | Step::SourceFailed => still.add(r, 1),
+                        other => return Err(other),
+                    }
+                }
+            }
+            *unreadable = still;
+            let rb = self.intent.region_bytes();
+            let size = self.size();
+            self.resync.lock().unreadable =
+                unreadable.0.iter().map(|&(f, n)| (f * rb, (n * rb).min(size - f * rb))).collect();
+            wait = (wait * 2).min(UNREADABLE_RETRY.1);
+        }
+        Ok(copied)
     }
 
     /// Records how far a rebuild got (after the target flushed), so that the
@@ -249,8 +370,10 @@ impl Inner {
             Ok(LegOut::Data(d)) => d,
             _ => {
                 drop(guard);
-                let _ = self.fault_leg(src, FaultReason::ReadErrors { count: 1 });
-                return Step::SourceFailed;
+                return match self.fault_leg(src, FaultReason::ReadErrors { count: 1 }) {
+                    Ok(()) => Step::SourceFailed,
+                    Err(_) => Step::Unreadable,
+                };
             }
         };
         let mut failed = false;

@@ -53,6 +53,9 @@ pub struct ResyncStatus {
     pub rate_bytes_s: u64,
     pub eta_s: Option<u64>,
     pub paused: bool,
+    /// Byte ranges `(offset, len)` that no leg could read: the rebuild
+    /// retries them, and the leg stays rebuilding until they are copied.
+    pub unreadable: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -120,6 +123,7 @@ impl Inner {
             rate_bytes_s: rate,
             eta_s: (rate > 0).then(|| left / rate),
             paused: p.paused,
+            unreadable: p.unreadable,
         })
     }
 }

@@ -76,7 +76,7 @@ pub enum ConfigError {
     },
     #[error("configuration file {path} is not valid TOML: {message}")]
     Toml { path: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] EngineConfigError),
     #[cfg(feature = "fault-injection")]
     #[error("test option: {0}")]

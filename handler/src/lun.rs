@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(OpenLunError::Config(ConfigError::Empty).errno(), Errno::EINVAL);
         assert_eq!(engine(OpenError::LegBusy { leg: 0, path: path.clone() }).errno(), Errno(libc::EBUSY));
         assert_eq!(engine(OpenError::LegMissing { leg: 0, path }).errno(), Errno(libc::ENOENT));
-        assert_eq!(engine(OpenError::NoTrustedLeg).errno(), Errno::EIO);
+        assert_eq!(engine(OpenError::NoTrustedLeg { detail: String::new() }).errno(), Errno::EIO);
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub fn outcome(e: &IoError) -> Outcome {
     match e {
         // ILLEGAL REQUEST, LBA OUT OF RANGE: the host asked for too much.
         IoError::OutOfRange { .. } => Outcome::status(Status::Range),
-        // ILLEGAL REQUEST, INVALID FIELD IN CDB: not a whole number of blocks.
-        IoError::Unaligned { .. } => Outcome::status(Status::InvalidCdb),
+        // ILLEGAL REQUEST, INVALID FIELD IN CDB: not a whole number of
+        // blocks, or a data-out buffer of the wrong length for the command.
+        IoError::Unaligned { .. } | IoError::BufferLength { .. } => Outcome::status(Status::InvalidCdb),
         // MEDIUM ERROR: no leg could serve the data.
         IoError::ReadFailed { .. } => Outcome::status(Status::ReadError),
         IoError::WriteFailed { .. } | IoError::FlushFailed(_) => Outcome::status(Status::WriteError),
@@ -47,7 +48,7 @@ pub fn level(e: &IoError) -> Level {
     match e {
         IoError::Miscompare { .. } => Level::Debug,
         IoError::ShuttingDown => Level::Info,
-        IoError::OutOfRange { .. } | IoError::Unaligned { .. } => Level::Warn,
+        IoError::OutOfRange { .. } | IoError::Unaligned { .. } | IoError::BufferLength { .. } => Level::Warn,
         IoError::ReadFailed { .. }
         | IoError::WriteFailed { .. }
         | IoError::FlushFailed(_)

@@ -16,6 +16,10 @@ pub enum IoError {
     /// Offset or length is not a multiple of the block size.
     #[error("range {offset}+{len} is not aligned to the {block_size}-byte block")]
     Unaligned { offset: u64, len: u64, block_size: u32 },
+    /// A buffer does not have the length the command needs (WRITE SAME's
+    /// one block; COMPARE AND WRITE's compare and write halves alike).
+    #[error("{what} is {got} bytes; it must be {expected}")]
+    BufferLength { what: &'static str, got: u64, expected: u64 },
     /// Every leg that could serve this read failed it.
     #[error("no leg could read {offset}+{len}")]
     ReadFailed {
@@ -54,7 +58,7 @@ pub enum IoError {
 /// Why a volume could not be opened. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
     #[error("leg {leg} ({path}): does not exist; check the path or create the file")]
     LegMissing { leg: usize, path: PathBuf },
@@ -73,14 +77,15 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
-    #[error("metadata: {0}")]
+    #[error("metadata")]
     Meta(#[from] MetaError),
     #[error("the metadata does not match this volume: {what}; nothing was changed")]
     Mismatch { what: String },
     #[error("metadata file {path} is also listed as a leg; keep metadata on other storage")]
     MetadataIsLeg { path: PathBuf },
-    #[error("no leg can be trusted as in sync (the metadata lists none, or their identities changed); restore one with `hamirrorctl restore --force-source`")]
-    NoTrustedLeg,
+    /// Every leg the metadata records in sync is absent (or none is).
+    #[error("no leg can be trusted as in sync: {detail}; bring that storage back and open the LUN again (every leg still holds the LUN in its own format: see the README's runbook \"No leg can be trusted as in sync\")")]
+    NoTrustedLeg { detail: String },
     #[error("cannot start the volume's threads")]
     Spawn(#[source] io::Error),
     #[error("io_engine=io_uring, but this kernel does not give an io_uring (check kernel.io_uring_disabled, and the seccomp profile of a container); use io_engine=auto or threads")]

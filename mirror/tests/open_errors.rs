@@ -113,8 +113,9 @@ fn two_volumes_cannot_share_metadata() {
     let d2 = Dir::new("metalock2");
     let mut other = config(&d2, 2, MIB);
     other.metadata = cfg.metadata.clone();
-    let e = refuse(&other);
-    assert!(e.to_string().contains("in use"), "{e}");
+    let e = chain(&refuse(&other));
+    assert!(e.starts_with("metadata: ") && e.contains("in use"), "{e}");
+    assert_eq!(e.matches("in use").count(), 1, "the cause is told once: {e}");
     v.shutdown();
     drop(v);
 }
@@ -157,4 +158,25 @@ mod preflight {
         // The volume's own config still passes, while it is closed or open.
         preflight(&without_size(&cfg)).unwrap();
     }
+}
+
+/// When the only leg recorded in sync is gone, the volume does not open
+/// from a stale leg: the error names the leg, why it is out, and what to
+/// do (and no option that does not exist).
+#[test]
+fn with_the_only_in_sync_leg_gone_the_error_names_it() {
+    let d = Dir::new("untrusted");
+    let cfg = config(&d, 2, MIB);
+    let v = Volume::open(cfg.clone(), Events::default().sink()).unwrap();
+    v.fail_leg(1).unwrap();
+    v.shutdown();
+    drop(v);
+    std::fs::rename(&cfg.legs[0].path, d.path("away")).unwrap();
+    let before = snapshot(&cfg);
+    let e = refuse(&cfg);
+    assert!(matches!(e, OpenError::NoTrustedLeg { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("leg 0 (") && msg.contains("is recorded in sync but cannot be opened"), "{msg}");
+    assert!(msg.contains("bring that storage back") && !msg.contains("--force-source"), "{msg}");
+    assert_eq!(snapshot(&cfg), before);
 }

@@ -331,9 +331,29 @@ fn trusted_states(
         })
         .collect();
     if !states.iter().any(LegState::is_in_sync) {
-        return Err(OpenError::NoTrustedLeg);
+        return Err(OpenError::NoTrustedLeg { detail: untrusted(h, legs) });
     }
     Ok(states)
+}
+
+/// Why no leg can serve: the legs recorded in sync, and what keeps each out.
+fn untrusted(h: &Header, legs: &[Arc<dyn Backend>]) -> String {
+    let recorded: Vec<String> = h
+        .legs
+        .iter()
+        .zip(legs)
+        .enumerate()
+        .filter(|(_, (r, _))| r.state == RecordedState::InSync && r.in_sync_generation == h.generation)
+        .map(|(i, (r, b))| {
+            let why = b.detached().map_or_else(|| "absent".to_owned(), |w| format!("cannot be opened: {w}"));
+            format!("leg {i} ({}) is recorded in sync but {why}", r.path)
+        })
+        .collect();
+    if recorded.is_empty() {
+        format!("the metadata records no leg in sync at its generation {}", h.generation)
+    } else {
+        recorded.join("; ")
+    }
 }
 
 fn apply_states(h: &mut Header, states: &[LegState], cfg: &VolumeConfig) {

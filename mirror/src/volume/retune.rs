@@ -9,7 +9,7 @@ use crate::config::{ConfigError, Tunables, VolumeConfig};
 /// Why new settings were refused; nothing changed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RetuneError {
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error(
         "{} cannot change while the LUN is open; remove the backstore and re-create it with the new \

@@ -235,7 +235,8 @@ impl Inner {
     ) {
         let bs = self.cfg.block_size as usize;
         if block.len() != bs {
-            return done(Err(IoError::Unaligned { offset, len: block.len() as u64, block_size: bs as u32 }));
+            let (got, expected) = (block.len() as u64, bs as u64);
+            return done(Err(IoError::BufferLength { what: "WRITE SAME's block", got, expected }));
         }
         let mut pattern = vec![0u8; bs];
         block.copy_out(0, &mut pattern);
@@ -275,7 +276,8 @@ impl Inner {
     ) {
         let len = data.len() as u64;
         if compare.len() != data.len() {
-            return done(Err(IoError::Unaligned { offset, len, block_size: self.cfg.block_size }));
+            let got = compare.len() as u64;
+            return done(Err(IoError::BufferLength { what: "the compare half", got, expected: len }));
         }
         if let Err(e) = self.check_range(offset, len) {
             return done(Err(e));

@@ -53,7 +53,8 @@ for s in targetcli-scripts/hamirror-*.sh; do
   check "ships $n" has "/usr/share/hamirror/targetcli-scripts/$n"
   case $n in
     *-template.sh) check "$n is not on PATH (a template to copy)" bash -c "! grep -q '^/usr/sbin/$n' '$T/list'" ;;
-    *) check "/usr/sbin/$n links to it" has "/usr/sbin/$n -> ../share/hamirror/targetcli-scripts/$n" ;;
+    *) check "/usr/sbin/$n links to it" has "/usr/sbin/$n -> ../share/hamirror/targetcli-scripts/$n"
+       check "$n has a man page (section 8)" has "/usr/share/man/man8/$n.8.gz" ;;
   esac
 done
 

@@ -20,6 +20,7 @@
 #   /usr/share/hamirror/targetcli-scripts/   (the admin scripts and their lib.sh;
 #                                             the FC export template stays here only)
 #   /usr/share/man/man1/hamirrorctl*.1.gz
+#   /usr/share/man/man8/hamirror-*.sh.8.gz   (from each script's --help)
 #   /usr/share/bash-completion/completions/hamirrorctl
 #   /usr/share/zsh/vendor-completions/_hamirrorctl
 #   /usr/share/fish/vendor_completions.d/hamirrorctl.fish
@@ -132,6 +133,29 @@ for s in targetcli-scripts/*.sh; do
   esac
 done
 [ -f "$SCRIPTS/lib.sh" ] || die "targetcli-scripts/lib.sh is missing"
+
+# A man page (section 8: they are in /usr/sbin) per linked script, from its own
+# --help, which is its header comment: "NAME - summary" first, then the usage.
+mkdir -p "$ROOT/usr/share/man/man8"
+for link in "$ROOT"/usr/sbin/hamirror-*.sh; do
+  name=$(basename "$link")
+  bash "$SCRIPTS/$name" --help > "$WORK/help.txt" 2>&1 || die "$name --help failed"
+  summary=$(head -n 1 "$WORK/help.txt")
+  [[ $summary == "$name - "* ]] || die "$name --help does not start with '$name - summary'"
+  {
+    echo ".TH \"$(tr '[:lower:]' '[:upper:]' <<< "$name")\" 8 \"\" \"hamirror $UPSTREAM\" \"hamirror\""
+    echo ".SH NAME"
+    echo "${name//-/\\-} \\- ${summary#"$name - "}"
+    echo ".SH DESCRIPTION"
+    echo ".nf"
+    # Verbatim, with roff's escape and control characters neutralised.
+    tail -n +2 "$WORK/help.txt" | sed -e '1{/^$/d}' -e 's/\\/\\e/g' -e "s/^\([.']\)/\\\\\&\1/"
+    echo ".fi"
+    echo ".SH SEE ALSO"
+    echo "hamirrorctl(1), targetcli(8); the scripts live in /usr/share/hamirror/targetcli-scripts/."
+  } | gzip -9n > "$ROOT/usr/share/man/man8/$name.8.gz"
+  chmod 0644 "$ROOT/usr/share/man/man8/$name.8.gz"
+done
 
 # --- documentation (Debian policy 12.5, 12.7) -------------------------------------
 YEAR=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)

@@ -22,6 +22,9 @@ PKGS=(
   qemu-system-x86 qemu-utils debootstrap kmod cpio
   # the harness's symbol check reads the real runner binaries
   binutils
+  # make deb: dpkg-shlibdeps (dpkg-dev, above), strip (binutils), python3 reads
+  # the version from Cargo.toml
+  python3
 )
 
 missing=()

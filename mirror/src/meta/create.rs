@@ -3,11 +3,11 @@
 //! Each copy is written whole under a temporary name, made durable and then
 //! renamed into place, so a crash leaves either no copy or a complete one.
 
+use super::copy::{write_slots, Copy};
 use super::format::{encode_page, page_offset, Geometry};
 use super::header::{validate, Header};
 use super::inspect::{read_contents, Contents};
 use super::lock::{check_paths, io_err, open_locked, open_to_look, LockedFile, NewFile};
-use super::store::{write_slots, Copy};
 use super::{Bitmap, MetaError, MetaStore, Opened, Probe};
 use std::fs::File;
 use std::io;
@@ -61,7 +61,7 @@ impl MetaStore {
     pub fn create(paths: &[PathBuf], header: &Header) -> Result<Opened, MetaError> {
         check_paths(paths)?;
         validate(header)?;
-        let geom = Geometry::of(header)?;
+        let geom = header.geometry()?;
         let blanks = paths.iter().map(|p| claim_blank(p)).collect::<Result<Vec<_>, _>>()?;
         let news = paths.iter().map(|p| NewFile::begin(p, geom.file_len())).collect::<Result<Vec<_>, _>>()?;
         let (hseq, bitmap) = (1, Bitmap::repeat(false, geom.regions));

@@ -18,7 +18,6 @@
 //! bits of regions `index * REGIONS_PER_PAGE ..` (bit k of word w is region
 //! `w * 64 + k` of the page).
 
-use super::header::Header;
 use super::MetaError;
 use bitvec::field::BitField;
 use bitvec::order::Lsb0;
@@ -95,18 +94,19 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// The geometry of `h`'s volume; refuses sizes that make no bitmap.
-    pub fn of(h: &Header) -> Result<Self, MetaError> {
-        if h.size == 0 || h.region_size == 0 || h.block_size == 0 {
+    /// The geometry of a volume of `size` bytes in `region_size` regions
+    /// (of `block_size` blocks); refuses sizes that make no bitmap.
+    pub fn new(size: u64, block_size: u32, region_size: u64) -> Result<Self, MetaError> {
+        if size == 0 || region_size == 0 || block_size == 0 {
             return Err(MetaError::Invalid {
                 what: format!(
                     "size {}, block_size {} and region_size {} must all be positive",
-                    h.size, h.block_size, h.region_size
+                    size, block_size, region_size
                 ),
             });
         }
-        let regions = usize::try_from(h.size.div_ceil(h.region_size))
-            .map_err(|_| MetaError::Invalid { what: format!("size {} needs too many regions", h.size) })?;
+        let regions = usize::try_from(size.div_ceil(region_size))
+            .map_err(|_| MetaError::Invalid { what: format!("size {} needs too many regions", size) })?;
         Ok(Geometry { regions, pages: regions.div_ceil(REGIONS_PER_PAGE) })
     }
 
@@ -278,9 +278,8 @@ mod tests {
 
     #[test]
     fn geometry_rounds_regions_and_pages_up() {
-        let mut h = Header::for_tests();
-        h.size = (REGIONS_PER_PAGE as u64 + 1) * h.region_size - 1;
-        let g = Geometry::of(&h).unwrap();
+        let region_size = 64 << 10;
+        let g = Geometry::new((REGIONS_PER_PAGE as u64 + 1) * region_size - 1, 512, region_size).unwrap();
         assert_eq!(g.regions, REGIONS_PER_PAGE + 1);
         assert_eq!(g.pages, 2);
         assert_eq!(g.page_bits(1), REGIONS_PER_PAGE..REGIONS_PER_PAGE + 1);
@@ -289,10 +288,7 @@ mod tests {
 
     #[test]
     fn one_tib_at_256_kib_regions_fits_the_memory_budget() {
-        let mut h = Header::for_tests();
-        h.size = 1 << 40;
-        h.region_size = 256 << 10;
-        let g = Geometry::of(&h).unwrap();
+        let g = Geometry::new(1 << 40, 512, 256 << 10).unwrap();
         assert!(g.regions / 8 <= 512 << 10);
     }
 }

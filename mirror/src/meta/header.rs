@@ -9,7 +9,7 @@
 //! reason | then source request. A string is a u16 byte length and its UTF-8
 //! bytes.
 
-use super::format::{check_frame, seal, DecodeError, FRAME, HEADER_MAGIC, SLOT_SIZE};
+use super::format::{check_frame, seal, DecodeError, Geometry, FRAME, HEADER_MAGIC, SLOT_SIZE};
 use super::MetaError;
 use crate::config::MAX_LEGS;
 use std::io::{self, Read};
@@ -85,6 +85,11 @@ pub enum RecordedState {
 }
 
 impl Header {
+    /// The bitmap's geometry for this volume; refuses sizes that make no bitmap.
+    pub fn geometry(&self) -> Result<Geometry, MetaError> {
+        Geometry::new(self.size, self.block_size, self.region_size)
+    }
+
     /// A new volume's header: a random id, generation 0, not clean (nothing
     /// has been shut down yet), and `legs` as given.
     pub fn new(
@@ -164,7 +169,7 @@ pub fn validate(h: &Header) -> Result<(), MetaError> {
             what: "volume_id is all zeros; make headers with Header::new".into(),
         });
     }
-    super::format::Geometry::of(h).map(drop)
+    h.geometry().map(drop)
 }
 
 fn check_len(field: &'static str, s: &str, max: usize) -> Result<(), MetaError> {

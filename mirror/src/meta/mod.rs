@@ -7,10 +7,12 @@
 //! - `create`: making a new volume's copies;
 //! - `lock`: checking, locking and atomically creating copy files;
 //! - `inspect`: telling what a file holds without changing it;
+//! - `copy`: one copy's file and the write of its header slots;
 //! - `open` and `repair`: choosing the copy to trust and repairing the others;
 //! - `store`: [`MetaStore`], which writes headers and bitmap pages to every
 //!   live copy.
 
+mod copy;
 mod create;
 mod format;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::header::{hex, Header};
 use super::inspect::{read_contents, Contents};
 use super::lock::{check_paths, open_locked, LockedFile};
-use super::{MetaError, Opened};
+use super::MetaError;
 use std::path::{Path, PathBuf};
 
 /// One listed copy as found at open.
@@ -23,14 +23,15 @@ pub enum Found {
     Is(Contents),
 }
 
-/// Opens the volume whose metadata copies are `paths`.
-pub fn open(paths: &[PathBuf]) -> Result<Opened, MetaError> {
+/// Locks and reads the metadata copies `paths`, and chooses the header to
+/// trust (with its sequence number); `repair` then brings every copy to it.
+pub(super) fn find(paths: &[PathBuf]) -> Result<(Vec<Candidate>, Header, u64), MetaError> {
     check_paths(paths)?;
     let cands = paths.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>()?;
     refuse_unusable(&cands)?;
     let (header, seq) = choose(&cands)?;
     refuse_foreign(&cands, &header)?;
-    super::repair::run(cands, header, seq)
+    Ok((cands, header, seq))
 }
 
 /// Locks and reads one copy. Only a lock held elsewhere is fatal: a copy

@@ -6,13 +6,13 @@
 //! version of a page; if none of them has it intact, the page's regions are
 //! all marked dirty rather than taken from an older copy that may miss bits.
 
+use super::copy::{write_slots, Copy};
 use super::format::{decode_page, encode_page, or_into, page_offset, same_bits, Geometry, Page, PAGE_SIZE};
 use super::header::Header;
 use super::inspect::{read_upto, Contents};
 use super::lock::{io_err, LockedFile, NewFile};
 use super::open::{Candidate, Found};
-use super::store::{write_slots, Copy, MetaStore};
-use super::{Bitmap, CopyNote, MetaError, Opened};
+use super::{Bitmap, CopyNote, MetaError};
 use bitvec::order::Lsb0;
 use bitvec::slice::BitSlice;
 use std::fs::File;
@@ -42,10 +42,21 @@ struct Work {
     error: Option<String>,
 }
 
-/// Repairs the copies against `header` (header sequence `seq`) and returns
-/// the opened volume.
-pub fn run(cands: Vec<Candidate>, header: Header, seq: u64) -> Result<Opened, MetaError> {
-    let geom = Geometry::of(&header)?;
+/// The copies, repaired, with what the store needs to carry on.
+pub(super) struct Repaired {
+    pub copies: Vec<Copy>,
+    pub header: Header,
+    /// The newest bitmap page sequence found.
+    pub pseq: u64,
+    pub geom: Geometry,
+    pub bitmap: Bitmap,
+    pub notes: Vec<CopyNote>,
+}
+
+/// Repairs the copies against `header` (header sequence `seq`) and merges
+/// their bitmaps.
+pub(super) fn run(cands: Vec<Candidate>, header: Header, seq: u64) -> Result<Repaired, MetaError> {
+    let geom = header.geometry()?;
     let mut works: Vec<Work> =
         cands.into_iter().enumerate().map(|(i, c)| Work::plan(i, c, &header, seq, &geom)).collect();
     let mut bitmap = Bitmap::repeat(false, geom.regions);
@@ -67,12 +78,7 @@ pub fn run(cands: Vec<Candidate>, header: Header, seq: u64) -> Result<Opened, Me
             .collect();
         return Err(MetaError::AllCopiesFailed(io::Error::other(why.join("; "))));
     }
-    let any_lost = copies.iter().any(|c| c.error.is_some());
-    let store = MetaStore::from_parts(copies, header.clone(), seq, pseq, geom);
-    if any_lost {
-        store.mark_losses()?;
-    }
-    Ok(Opened { store, header, bitmap, notes })
+    Ok(Repaired { copies, header, pseq, geom, bitmap, notes })
 }
 
 /// Merges page `page` into `bitmap` and writes it where needed. Returns

@@ -7,9 +7,9 @@
 //! date, the header is rewritten on the survivors with a higher sequence
 //! number. A call fails only if no copy took the write.
 
-use super::format::{encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS, SLOT_SIZE};
+use super::copy::Copy;
+use super::format::{encode_page, page_offset, slot_offset, Geometry, REGIONS_PER_PAGE, SLOTS};
 use super::header::{encode_slot, validate, Header};
-use super::lock::LockedFile;
 use super::{CopyHealth, CopyNote, MetaError, Opened};
 use bitvec::order::Lsb0;
 use bitvec::slice::BitSlice;
@@ -22,14 +22,6 @@ use std::path::PathBuf;
 /// A volume's metadata copies, locked for the store's lifetime.
 pub struct MetaStore {
     inner: Mutex<Inner>,
-}
-
-/// One copy as the store keeps it.
-pub(super) struct Copy {
-    pub path: PathBuf,
-    pub file: Option<LockedFile>,
-    /// Why the copy is lost; `None` while it is live.
-    pub error: Option<String>,
 }
 
 struct Inner {
@@ -57,7 +49,14 @@ impl MetaStore {
     /// is all ones ([`CopyNote::PagesLost`]). With no valid header anywhere:
     /// [`MetaError::NoValidCopy`], naming each copy's problem.
     pub fn open(paths: &[PathBuf]) -> Result<Opened, MetaError> {
-        super::open::open(paths)
+        let (cands, header, seq) = super::open::find(paths)?;
+        let r = super::repair::run(cands, header, seq)?;
+        let lost = r.copies.iter().any(|c| c.error.is_some());
+        let store = MetaStore::from_parts(r.copies, r.header.clone(), seq, r.pseq, r.geom);
+        if lost {
+            store.mark_losses()?;
+        }
+        Ok(Opened { store, header: r.header, bitmap: r.bitmap, notes: r.notes })
     }
 
     pub(super) fn from_parts(
@@ -100,7 +99,7 @@ impl MetaStore {
             return Err(MetaError::Invalid { what });
         }
         validate(h)?;
-        let geom = Geometry::of(h)?;
+        let geom = h.geometry()?;
         let want: Vec<usize> = if geom.regions > g.geom.regions {
             Self::grown_pages(g.geom.regions, geom.regions).collect()
         } else {
@@ -294,16 +293,6 @@ impl Inner {
     }
 }
 
-/// Writes `h` into the slot sequence `seq` selects and zeroes the other
-/// slot, then makes both durable. Callers sync the pages first.
-pub(super) fn write_slots(file: &File, h: &Header, seq: u64) -> io::Result<()> {
-    let slot = encode_slot(h, seq).map_err(io::Error::other)?;
-    let (this, other) = (seq as usize % SLOTS, (seq as usize + 1) % SLOTS);
-    file.write_all_at(&slot, slot_offset(this))?;
-    file.write_all_at(&[0; SLOT_SIZE], slot_offset(other))?;
-    file.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +380,7 @@ mod tests {
         let mut h = opened.header.clone();
         h.size = (REGIONS_PER_PAGE as u64 + 10) * h.region_size;
         let (big, pages) = grown(&bits, REGIONS_PER_PAGE + 10);
-        let geom = Geometry::of(&h).unwrap();
+        let geom = h.geometry().unwrap();
         let slices: Vec<_> = pages.iter().map(|&p| (p, &big[geom.page_bits(p)])).collect();
         opened.store.resize(&h, &slices).unwrap();
         // Pages of the new geometry are accepted from now on.
@@ -414,7 +403,7 @@ mod tests {
         let opened = MetaStore::create(&paths, &h).unwrap();
         let mut big = h.clone();
         big.size += 1 << 20;
-        let geom = Geometry::of(&big).unwrap();
+        let geom = big.geometry().unwrap();
         let (bits, pages) = grown(&opened.bitmap, geom.regions);
         let mut bits = bits;
         bits.set(REGIONS_PER_PAGE - 1, true);
@@ -461,7 +450,7 @@ mod tests {
         let mut h2 = reopened.header.clone();
         h2.size *= 2;
         let (big, pages) = grown(&reopened.bitmap, last + 1);
-        let geom = Geometry::of(&h2).unwrap();
+        let geom = h2.geometry().unwrap();
         let slices: Vec<_> = pages.iter().map(|&p| (p, &big[geom.page_bits(p)])).collect();
         reopened.store.resize(&h2, &slices).unwrap();
         drop(reopened.store);

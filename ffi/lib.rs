@@ -1,5 +1,5 @@
-//! hamirror's only unsafe code: tcmu-runner 1.5.4's handler API, seen
-//! through safe, borrowed types.
+//! All of hamirror's FFI unsafe code (the io_uring syscalls are in `uring/`):
+//! tcmu-runner 1.5.4's handler API, seen through safe, borrowed types.
 //!
 //! - [`sys`]: the bindgen output (`build.rs`), raw.
 //! - [`Device`], [`Cmd`], [`IoVecs`]: views of a callout's device, command and
@@ -17,6 +17,8 @@ pub mod log;
 pub mod register;
 pub mod status;
 pub mod sys;
+#[cfg(feature = "test-hooks")]
+pub mod test_hook;
 pub mod trampoline;
 
 pub use cmd::Cmd;

@@ -3,12 +3,10 @@
 //! C entry point for test tools.
 
 use crate::sys;
-use crate::trampoline::{self, guard, panic_message, Handler};
-use std::any::Any;
+use crate::trampoline::{self, panic_message, Handler};
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 use std::panic::catch_unwind;
-use std::sync::OnceLock;
 
 /// Names the handler gives tcmu-runner.
 #[derive(Clone, Copy, Debug)]
@@ -32,13 +30,6 @@ pub enum RegisterError {
     Runner(c_int),
 }
 
-static HANDLER: OnceLock<Box<dyn Any + Send + Sync>> = OnceLock::new();
-
-/// The registered handler, if it is an `H`.
-pub(crate) fn handler<H: Handler>() -> Option<&'static H> {
-    HANDLER.get()?.downcast_ref::<H>()
-}
-
 /// Registers `handler` with tcmu-runner under `info`'s names, with
 /// `nr_threads = 0`. The `tcmur_handler` struct and its strings are leaked:
 /// the runner keeps pointers to them for the life of the process.
@@ -48,11 +39,11 @@ pub fn register<H: Handler>(handler: H, info: HandlerInfo<'_>) -> Result<(), Reg
     };
     let (name, subtype, cfg_desc) =
         (leak(info.name, "name")?, leak(info.subtype, "subtype")?, leak(info.cfg_desc, "cfg_desc")?);
-    HANDLER.set(Box::new(handler)).map_err(|_| RegisterError::AlreadyRegistered)?;
+    trampoline::install(handler).map_err(|_| RegisterError::AlreadyRegistered)?;
     let table: &'static mut sys::tcmur_handler = Box::leak(Box::new(table::<H>(name, subtype, cfg_desc)));
     // SAFETY: `table` and its strings are leaked, so they live as long as the
-    // runner keeps them; every callout in it is a `trampoline` shim for `H`, which
-    // `HANDLER` now holds.
+    // runner keeps them; every callout in it is a `trampoline` shim for `H`,
+    // which `trampoline::install` now holds.
     match unsafe { sys::tcmur_register_handler(table) } {
         0 => Ok(()),
         rc => Err(RegisterError::Runner(rc)),
@@ -121,42 +112,4 @@ macro_rules! export_handler_init {
             $crate::register::handler_init($init)
         }
     };
-}
-
-/// Defines `int $name(const char *request)`, an extra C entry point for test
-/// tools (dlsym'ed by a harness): `$f` gets the request as `&str` and returns
-/// `Result<(), String>`; 0 on success, -1 (with the reason logged) otherwise.
-#[macro_export]
-macro_rules! export_test_hook {
-    ($name:ident, $f:path) => {
-        /// A test hook; see the handler's documentation.
-        ///
-        /// # Safety
-        /// `request` must be null or a NUL-terminated string.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(request: *const ::std::os::raw::c_char) -> ::std::os::raw::c_int {
-            // SAFETY: forwarded from our own caller's contract.
-            unsafe { $crate::register::test_hook(stringify!($name), request, $f) }
-        }
-    };
-}
-
-/// The body of a hook defined by [`export_test_hook!`].
-///
-/// # Safety
-/// `request` must be null or a NUL-terminated string.
-pub unsafe fn test_hook(name: &str, request: *const c_char, f: fn(&str) -> Result<(), String>) -> c_int {
-    if request.is_null() {
-        return -1;
-    }
-    // SAFETY: non-null and NUL-terminated (caller's contract).
-    let req = unsafe { CStr::from_ptr(request) }.to_string_lossy();
-    match guard(name, || f(&req)) {
-        Some(Ok(())) => 0,
-        Some(Err(why)) => {
-            log::error!("{name}({req:?}): {why}");
-            -1
-        }
-        None => -1,
-    }
 }

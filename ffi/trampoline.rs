@@ -13,13 +13,26 @@ use crate::cmd::Cmd;
 use crate::device::Device;
 use crate::iovec::IoVecs;
 use crate::log::DeviceScope;
-use crate::register::handler;
 use crate::status::{Errno, Status};
 use crate::sys;
 use std::any::Any;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+/// The handler of this process, set once by [`crate::register`].
+static HANDLER: OnceLock<Box<dyn Any + Send + Sync>> = OnceLock::new();
+
+/// Makes `h` the handler the shims call; an `Err` if one already is.
+pub(crate) fn install<H: Handler>(h: H) -> Result<(), ()> {
+    HANDLER.set(Box::new(h)).map_err(drop)
+}
+
+/// The registered handler, if it is an `H`.
+fn handler<H: Handler>() -> Option<&'static H> {
+    HANDLER.get()?.downcast_ref::<H>()
+}
 
 /// A tcmu-runner handler, written against safe types.
 ///

@@ -78,7 +78,7 @@ pub enum ConfigError {
     Toml { path: PathBuf, message: String },
     #[error(transparent)]
     Engine(#[from] EngineConfigError),
-    #[cfg(feature = "fault-injection")]
+    /// A `fault=` or `fault_panic=` key (only the `fault-injection` build has them).
     #[error("test option: {0}")]
     Test(String),
 }
@@ -88,7 +88,7 @@ pub enum ConfigError {
 pub struct HandlerConfig {
     /// Everything but `size` and `block_size`, which [`for_device`](Self::for_device) sets.
     pub volume: VolumeConfig,
-    #[cfg(feature = "fault-injection")]
+    /// Test keys (`fault-injection` build); empty in a release build.
     pub test: crate::testing::TestOptions,
 }
 
@@ -123,7 +123,6 @@ impl HandlerConfig {
     }
 
     fn from_table(table: &mut Table) -> Result<HandlerConfig, ConfigError> {
-        #[cfg(feature = "fault-injection")]
         let test = crate::testing::TestOptions::take_from(table).map_err(ConfigError::Test)?;
         check_keys(table)?;
         let mut volume = deserialize(table)?;
@@ -133,11 +132,7 @@ impl HandlerConfig {
         }
         // Everything but the size can be checked now; any valid size will do.
         VolumeConfig { size: 1 << 30, block_size: 512, ..volume.clone() }.validate()?;
-        Ok(HandlerConfig {
-            volume,
-            #[cfg(feature = "fault-injection")]
-            test,
-        })
+        Ok(HandlerConfig { volume, test })
     }
 }
 
@@ -201,7 +196,6 @@ fn inline_table(pairs: &[Item<'_>]) -> Result<Table, ConfigError> {
             Item::Pair(k, v) => (*k, *v),
             Item::File(f) => return Err(ConfigError::NotKeyValue((*f).to_owned())),
         };
-        #[cfg(feature = "fault-injection")]
         if crate::testing::TestOptions::absorb_inline(&mut table, key, value) {
             continue;
         }

@@ -11,7 +11,9 @@ mod bufs;
 pub mod config;
 mod lun;
 pub mod status;
-#[cfg(feature = "fault-injection")]
+/// Test controls (`fault-injection` feature); a release build compiles
+/// `testing_off.rs`, whose calls do nothing.
+#[cfg_attr(not(feature = "fault-injection"), path = "testing_off.rs")]
 pub mod testing;
 
 pub use lun::{check_config, init, Callout, Hamirror, Lun, CFG_DESC};

@@ -11,7 +11,6 @@ use std::error::Error;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-#[cfg(feature = "fault-injection")]
 use crate::testing::{self, TestState};
 
 /// What targetcli shows an administrator creating a `user:hamirror` backstore.
@@ -39,7 +38,6 @@ pub struct Lun {
     /// `/run/hamirror/NAME.sock` for hamirrorctl; stopped before the volume
     /// shuts down, so that its handle on the volume goes first.
     control: Option<hamirror_ctl::ControlServer>,
-    #[cfg(feature = "fault-injection")]
     test: Arc<TestState>,
 }
 
@@ -49,7 +47,6 @@ impl Drop for Lun {
             c.stop();
         }
         self.volume.shutdown();
-        #[cfg(feature = "fault-injection")]
         testing::unregister(&self.name);
         log::info!("{}: closed", self.name);
     }
@@ -99,34 +96,28 @@ pub fn chain(e: &dyn Error) -> String {
 /// names what to fix. Leg sizes and locks are checked at open.
 pub fn check_config(cfgstring: &str) -> Result<(), String> {
     let cfg = HandlerConfig::parse(cfgstring).map_err(|e| chain(&e))?;
-    #[cfg(feature = "fault-injection")]
     testing::maybe_panic(&cfg.test, Callout::CheckConfig);
     mirror::volume::preflight(&cfg.volume).map_err(|e| chain(&e))
 }
 
 fn open_lun(dev: &Device<'_>, reopen: bool) -> Result<Lun, OpenLunError> {
     let cfg = HandlerConfig::parse(&dev.cfgstring())?;
-    #[cfg(feature = "fault-injection")]
     testing::maybe_panic(&cfg.test, Callout::Open);
     let (lbas, block_size) = (dev.num_lbas(), dev.block_size());
     let size = dev.size_bytes().ok_or(OpenLunError::Size { lbas, block_size })?;
     let volume_cfg = cfg.for_device(size, block_size)?;
     let name: Arc<str> = volume_cfg.name.as_str().into();
     let write_cache = volume_cfg.write_cache;
-    #[cfg(feature = "fault-injection")]
     let test = TestState::new(&cfg.test);
-    #[cfg(feature = "fault-injection")]
-    let opened = Volume::open_with_faults(volume_cfg, event_sink(name.clone()), test.faults.clone());
-    #[cfg(not(feature = "fault-injection"))]
-    let opened = Volume::open(volume_cfg, event_sink(name.clone()));
-    let volume = opened.map_err(|source| OpenLunError::Engine { name: name.to_string(), source })?;
+    let volume = test
+        .open(volume_cfg, event_sink(name.clone()))
+        .map_err(|source| OpenLunError::Engine { name: name.to_string(), source })?;
     dev.set_write_cache_enabled(write_cache);
     // Never 0: tcmu-runner 1.5.4 divides by it (see Device::set_unmap_gran_align).
     dev.set_unmap_gran_align(1);
     // tcmu-runner reports LBPRZ=1: offer UNMAP only if it reads back zeroes.
     let unmap = volume.unmap_zeroes();
     dev.set_unmap_enabled(unmap);
-    #[cfg(feature = "fault-injection")]
     testing::register(&name, test.clone());
     log::info!(
         "{name}: {} ({size} bytes, write cache {}, unmap {})",
@@ -146,13 +137,7 @@ fn open_lun(dev: &Device<'_>, reopen: bool) -> Result<Lun, OpenLunError> {
             None
         }
     };
-    Ok(Lun {
-        volume,
-        name,
-        control,
-        #[cfg(feature = "fault-injection")]
-        test,
-    })
+    Ok(Lun { volume, name, control, test })
 }
 
 fn on(b: bool) -> &'static str {
@@ -228,9 +213,8 @@ pub enum Callout {
 
 impl Lun {
     /// Panics if a test asked for a panic in `callout`; nothing in production builds.
-    fn maybe_panic(&self, _callout: Callout) {
-        #[cfg(feature = "fault-injection")]
-        self.test.maybe_panic(_callout);
+    fn maybe_panic(&self, callout: Callout) {
+        self.test.maybe_panic(callout);
     }
 
     fn reconfig(&self, dev: &Device<'_>, change: Reconfig<'_>) -> Result<(), String> {

@@ -1,5 +1,6 @@
 //! Test-only controls, compiled with the `fault-injection` feature (never in a
-//! production build).
+//! production build, which compiles `testing_off.rs` in its place: the same
+//! calls, doing nothing).
 //!
 //! Configuration keys (inline or in the TOML file):
 //! - `fault=RULE` (repeatable; in TOML `fault = ["RULE", ...]`): a leg fault
@@ -18,6 +19,8 @@
 
 use crate::lun::Callout;
 use mirror::backend::fault::{FaultInjector, Rule};
+use mirror::volume::EventSink;
+use mirror::{OpenError, Volume, VolumeConfig};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -103,6 +106,11 @@ impl TestState {
             faults.add(r.clone());
         }
         Arc::new(TestState { faults, panic_at: Mutex::new(opts.panic_at) })
+    }
+
+    /// Opens the volume with this state's faults in front of its legs.
+    pub fn open(&self, cfg: VolumeConfig, sink: EventSink) -> Result<Volume, OpenError> {
+        Volume::open_with_faults(cfg, sink, self.faults.clone())
     }
 
     /// Panics if the tests asked for a panic in `callout`.

@@ -12,20 +12,11 @@
 //! kernel holds the file's inode lock. To stand for a slow array, whose
 //! I/Os overlap, wrap an `O_DIRECT` leg or a block device.
 
-use super::{Backend, Caps, LegIdentity};
+use super::{Backend, Caps, LegIdentity, Op};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Read,
-    Write,
-    Flush,
-    Discard,
-    Any,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -42,7 +33,8 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub leg: Option<usize>,
-    pub op: Op,
+    /// The operation it fires for (`None`: any).
+    pub op: Option<Op>,
     /// Byte range `[start, end)` the operation must overlap.
     pub range: Option<(u64, u64)>,
     /// Matching operations to let through before the rule fires.
@@ -65,7 +57,7 @@ pub enum RuleError {
 
 impl Rule {
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
-        let mut r = Rule { leg: None, op: Op::Any, range: None, after: 0, count: None, action: Action::Hang };
+        let mut r = Rule { leg: None, op: None, range: None, after: 0, count: None, action: Action::Hang };
         let (mut action, mut errno, mut ms, mut bytes) = (None, libc::EIO, 0u64, 0usize);
         for word in text.split_whitespace() {
             let (k, v) = word.split_once('=').ok_or_else(|| RuleError::Unknown(word.into()))?;
@@ -100,20 +92,21 @@ impl Rule {
 
     fn matches(&self, leg: usize, op: Op, off: u64, len: u64) -> bool {
         self.leg.is_none_or(|l| l == leg)
-            && (self.op == Op::Any || self.op == op)
+            && self.op.is_none_or(|o| o == op)
             && self.range.is_none_or(|(a, b)| off < b && off + len.max(1) > a)
     }
 }
 
-fn parse_op(v: &str) -> Option<Op> {
-    Some(match v {
+/// `Some(None)` for `any`.
+fn parse_op(v: &str) -> Option<Option<Op>> {
+    Some(Some(match v {
         "read" => Op::Read,
         "write" => Op::Write,
         "flush" => Op::Flush,
         "discard" => Op::Discard,
-        "any" => Op::Any,
+        "any" => return Some(None),
         _ => return None,
-    })
+    }))
 }
 
 struct Armed {
@@ -186,6 +179,21 @@ impl FaultInjector {
         while *epoch == start {
             self.released.wait(&mut epoch);
         }
+    }
+}
+
+impl crate::Volume {
+    /// Like [`Volume::open`](crate::Volume::open), with scripted faults in
+    /// front of every leg (reapplied to a leg that is reopened).
+    pub fn open_with_faults(
+        cfg: crate::VolumeConfig,
+        sink: crate::volume::EventSink,
+        faults: Arc<FaultInjector>,
+    ) -> Result<crate::Volume, crate::OpenError> {
+        let wrap = Arc::new(move |leg: usize, inner: Box<dyn Backend>| -> Box<dyn Backend> {
+            Box::new(FaultyBackend::new(leg, inner, faults.clone()))
+        });
+        crate::Volume::open_wrapped(cfg, sink, wrap)
     }
 }
 
@@ -324,7 +332,7 @@ mod tests {
     fn rules_parse_from_text() {
         let r = Rule::parse("leg=1 op=write range=0-4096 after=2 count=3 action=error errno=28").unwrap();
         assert_eq!(r.leg, Some(1));
-        assert_eq!(r.op, Op::Write);
+        assert_eq!(r.op, Some(Op::Write));
         assert_eq!(r.range, Some((0, 4096)));
         assert_eq!((r.after, r.count), (2, Some(3)));
         assert_eq!(r.action, Action::Error(28));

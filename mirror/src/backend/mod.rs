@@ -1,17 +1,26 @@
 //! A leg's storage: the [`Backend`] trait and its implementations.
 //!
-//! [`file::FileBackend`] serves regular files and block devices;
-//! [`fault::FaultyBackend`] wraps any backend and injects scripted faults
-//! (errors, hangs, delays, torn writes) for tests and drills.
+//! [`file::FileBackend`] serves regular files and block devices. With the
+//! `fault-injection` feature (tests only; never in a release build),
+//! `fault::FaultyBackend` wraps any backend and injects scripted faults
+//! (errors, hangs, delays, torn writes).
 
 pub mod detached;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod file;
 mod identity;
 
 pub use identity::LegIdentity;
 
-pub use fault::Op;
+/// A kind of leg operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+    Flush,
+    Discard,
+}
 
 use std::fs::File;
 use std::io::{self, IoSlice};

@@ -104,7 +104,7 @@ impl Volume {
         l.set_backend(Arc::new(DetachedBackend::new(&l.path, old.identity().clone(), inner.size(), why)));
         drop(old);
         let others: Vec<_> = inner.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
-        let b = super::open::open_leg(&inner.cfg, leg, inner.size(), &inner.injector, &others)
+        let b = super::open::open_leg(&inner.cfg, leg, inner.size(), &inner.wrap, &others)
             .map_err(|e| AdminError::Unavailable { leg, why: e.to_string() })?;
         inner.record_identity(leg, b.identity().as_str()).map_err(|e| AdminError::Metadata(e.to_string()))?;
         l.set_backend(b);

@@ -256,7 +256,7 @@ impl Inner {
             return Ok(());
         }
         let others: Vec<_> = self.legs.iter().filter(|o| o.index != leg).map(|o| o.backend()).collect();
-        let b = super::open::open_leg(&self.cfg, leg, self.size(), &self.injector, &others)
+        let b = super::open::open_leg(&self.cfg, leg, self.size(), &self.wrap, &others)
             .map_err(|e| e.to_string())?;
         let recorded = self.header.lock().legs[leg].identity.clone();
         if b.identity().as_str() != recorded {

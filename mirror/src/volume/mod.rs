@@ -51,6 +51,9 @@ use std::time::Instant;
 pub type Done = Box<dyn FnOnce(Result<(), IoError>) + Send>;
 /// Receives every [`Event`] as it happens (the handler logs them).
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+/// Puts something in front of leg `i`'s storage.
+pub(crate) type WrapLeg =
+    Arc<dyn Fn(usize, Box<dyn crate::backend::Backend>) -> Box<dyn crate::backend::Backend> + Send + Sync>;
 
 const EVENT_HISTORY: usize = 256;
 /// `last_host_io_ms` before the host's first I/O: the host counts as idle.
@@ -89,9 +92,9 @@ pub(crate) struct Inner {
     resync_bytes: AtomicU64,
     verify: Mutex<verify::VerifyStatus>,
     faults: Mutex<Vec<legstate::FaultHistory>>,
-    /// Scripted faults in front of every leg (tests, drills), reapplied to a
-    /// leg that is reopened.
-    injector: Option<Arc<crate::backend::fault::FaultInjector>>,
+    /// Wraps each leg's storage as it is opened, and again when it is
+    /// reopened (only the `fault-injection` feature's faulty legs do).
+    wrap: Option<WrapLeg>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -111,13 +114,14 @@ impl Volume {
         open::open(cfg, sink, None).map(|inner| Volume { inner })
     }
 
-    /// Like [`open`](Self::open), with scripted faults in front of every leg.
-    pub fn open_with_faults(
+    /// Like [`open`](Self::open), with every leg's storage wrapped by `wrap`.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn open_wrapped(
         cfg: VolumeConfig,
         sink: EventSink,
-        faults: Arc<crate::backend::fault::FaultInjector>,
+        wrap: WrapLeg,
     ) -> Result<Volume, OpenError> {
-        open::open(cfg, sink, Some(faults)).map(|inner| Volume { inner })
+        open::open(cfg, sink, Some(wrap)).map(|inner| Volume { inner })
     }
 
     /// The configuration in force: as opened, with the current size and
@@ -247,7 +251,8 @@ impl Inner {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.legs[leg].submit(job, Box::new(move |r| drop(tx.send(r))));
         let t = self.tun();
-        let limit = t.io_timeout() + std::time::Duration::from_millis(t.last_leg_grace_ms)
+        let limit = t.io_timeout()
+            + std::time::Duration::from_millis(t.last_leg_grace_ms)
             + std::time::Duration::from_secs(1);
         match rx.recv_timeout(limit) {
             Ok(r) => r,

@@ -7,9 +7,8 @@ use super::intent::Intent;
 use super::leg::Leg;
 use super::rangelock::RangeLock;
 use super::resize::{self, AtOpen};
-use super::{resync, EventSink, Inner, Recovery};
+use super::{resync, EventSink, Inner, Recovery, WrapLeg};
 use crate::backend::detached::DetachedBackend;
-use crate::backend::fault::{FaultInjector, FaultyBackend};
 use crate::backend::file::{FileBackend, LegOpenError, OpenMode};
 use crate::backend::{Backend, LegIdentity};
 use crate::config::{InitialSync, IoEngine, VolumeConfig};
@@ -27,13 +26,13 @@ use std::time::Instant;
 pub(super) fn open(
     cfg: VolumeConfig,
     sink: EventSink,
-    faults: Option<Arc<FaultInjector>>,
+    wrap: Option<WrapLeg>,
 ) -> Result<Arc<Inner>, OpenError> {
     cfg.validate()?;
     check_metadata_paths(&cfg)?;
     let ring = io_ring(&cfg)?;
     let existing = MetaStore::probe(&cfg.metadata)? == Probe::Present;
-    let slots = open_legs(&cfg, faults.clone(), existing)?;
+    let slots = open_legs(&cfg, &wrap, existing)?;
     let opened = if existing {
         MetaStore::open(&cfg.metadata)?
     } else {
@@ -74,7 +73,7 @@ pub(super) fn open(
         (rec, _) => rec,
     };
     let inner = Arc::new(Inner {
-        injector: faults,
+        wrap,
         faults: Mutex::new(vec![Default::default(); legs.len()]),
         size: AtomicU64::new(cfg.size),
         tun: parking_lot::RwLock::new(cfg.tunables()),
@@ -137,15 +136,11 @@ pub(super) fn check_metadata_paths(cfg: &VolumeConfig) -> Result<(), OpenError> 
 /// which then starts without it).
 type Slot = Result<Arc<dyn Backend>, String>;
 
-fn open_legs(
-    cfg: &VolumeConfig,
-    faults: Option<Arc<FaultInjector>>,
-    existing: bool,
-) -> Result<Vec<Slot>, OpenError> {
+fn open_legs(cfg: &VolumeConfig, wrap: &Option<WrapLeg>, existing: bool) -> Result<Vec<Slot>, OpenError> {
     let mut out: Vec<Slot> = Vec::new();
     for i in 0..cfg.legs.len() {
         let opened: Vec<Arc<dyn Backend>> = out.iter().filter_map(|s| s.clone().ok()).collect();
-        match open_leg(cfg, i, cfg.size, &faults, &opened) {
+        match open_leg(cfg, i, cfg.size, wrap, &opened) {
             Ok(b) => out.push(Ok(b)),
             // An array that is down must not keep the LUN down: an existing
             // volume starts with the leg faulted and takes it back later.
@@ -166,7 +161,7 @@ pub(super) fn open_leg(
     cfg: &VolumeConfig,
     i: usize,
     need: u64,
-    faults: &Option<Arc<FaultInjector>>,
+    wrap: &Option<WrapLeg>,
     opened: &[Arc<dyn Backend>],
 ) -> Result<Arc<dyn Backend>, OpenError> {
     let path = cfg.legs[i].path.clone();
@@ -183,8 +178,8 @@ pub(super) fn open_leg(
     if b.size() < need {
         return Err(OpenError::LegTooSmall { leg: i, path, have: b.size(), need });
     }
-    Ok(match faults {
-        Some(f) => Arc::new(FaultyBackend::new(i, Box::new(b), f.clone())),
+    Ok(match wrap {
+        Some(w) => Arc::from(w(i, Box::new(b))),
         None => Arc::new(b),
     })
 }

@@ -83,3 +83,23 @@ fn the_fault_injection_build_needs_only_what_tcmu_runner_provides() {
     let so = build_fault_injection_handler();
     check(&so, &exports);
 }
+
+/// Every symbol of `so`, demangled (`nm -C`).
+fn all_symbols(so: &Path) -> String {
+    let out = Command::new("nm").arg("-C").arg(so).output().expect("nm is installed");
+    assert!(out.status.success(), "nm -C {}", so.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Test machinery compiles away: the production handler exports no test
+/// hook and holds no fault-injection code, while the fault-injection build
+/// has both (so this test can tell them apart).
+#[test]
+fn the_production_handler_carries_no_test_machinery() {
+    let production = all_symbols(&cargo_build_handler(&target_dirs().0, &[], Profile::of_this_test()));
+    let testing = all_symbols(&build_fault_injection_handler());
+    for name in ["hamirror_test_control", "FaultInjector", "FaultyBackend"] {
+        assert!(testing.contains(name), "the fault-injection build lacks {name}: is this check still right?");
+        assert!(!production.contains(name), "the production handler contains {name}");
+    }
+}

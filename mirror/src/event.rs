@@ -12,9 +12,9 @@ pub enum Event {
     ResyncFinished { leg: usize, kind: ResyncKind, copied_bytes: u64, seconds: f64 },
     ResyncFailed { leg: usize, kind: ResyncKind, error: String },
     ReadRepaired { leg: usize, offset: u64, len: u64 },
-    /// `leg`, the last in-sync leg, cannot read `[offset, offset+len)`: the
-    /// rebuild of `target` leaves it out, retries it, and keeps `target`
-    /// rebuilding until it is copied. Host reads there get a medium error.
+    // `leg`, the last in-sync leg, cannot read `[offset, offset+len)`: the
+    // rebuild of `target` leaves it out, retries it, and keeps `target`
+    // rebuilding until it is copied. Host reads there get a medium error.
     SourceUnreadable { leg: usize, target: usize, offset: u64, len: u64 },
     MetadataCopyLost { copy: usize, path: String, error: String },
     MetadataCopyRepaired { copy: usize, path: String },

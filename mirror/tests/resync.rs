@@ -350,12 +350,19 @@ fn a_region_the_last_in_sync_leg_cannot_read_is_reported_skipped_and_retried() {
     wait_for("the rest copied", Duration::from_secs(10), || v.resync_bytes() == 4 * MIB - 65536);
     std::thread::sleep(Duration::from_millis(500));
     // The 1 MiB span, then its first region alone; the first retry comes after 1 s.
-    assert!(faults.fired() - fired_before <= 3, "the rebuild spins: {} failed reads", faults.fired() - fired_before);
+    assert!(
+        faults.fired() - fired_before <= 3,
+        "the rebuild spins: {} failed reads",
+        faults.fired() - fired_before
+    );
     assert_eq!(state_name(&v, 1), "rebuilding", "leg 1 lacks a region: it must not be in sync");
     let st = v.status().resync.expect("a rebuild is under way");
     assert_eq!(st.unreadable, vec![(MIB, 65536)]);
     assert!(matches!(read(&v, MIB, 4096), Err(IoError::ReadFailed { .. })), "a medium error for the host");
-    assert_eq!(read(&v, MIB + 65536, 4096).unwrap(), pattern(4 * MIB as usize, 1)[MIB as usize + 65536..][..4096]);
+    assert_eq!(
+        read(&v, MIB + 65536, 4096).unwrap(),
+        pattern(4 * MIB as usize, 1)[MIB as usize + 65536..][..4096]
+    );
     faults.clear();
     wait_for("leg 1 in sync after a retry", Duration::from_secs(10), || state_name(&v, 1) == "in_sync");
     assert_eq!(events.count(unreadable), 1, "reported once");

@@ -63,8 +63,9 @@ pub trait Handler: Send + Sync + 'static {
     fn unmap(&self, state: &Self::Device, cmd: Cmd, offset: u64, len: u64);
     /// WRITE SAME: repeat the one-block `block` over `len` bytes from `offset`.
     fn write_same(&self, state: &Self::Device, cmd: Cmd, offset: u64, len: u64, block: IoVecs);
-    /// COMPARE AND WRITE: `bufs` holds `len` bytes to compare, then `len` bytes to write.
-    fn compare_and_write(&self, state: &Self::Device, cmd: Cmd, offset: u64, len: u64, bufs: IoVecs);
+    /// COMPARE AND WRITE: if the data at `offset` equals `compare`, write
+    /// `data` there (the two of the same length).
+    fn compare_and_write(&self, state: &Self::Device, cmd: Cmd, offset: u64, compare: IoVecs, data: IoVecs);
 }
 
 /// A reconfiguration request (`struct tcmulib_cfg_info`).
@@ -409,15 +410,20 @@ pub(crate) unsafe extern "C" fn caw<H: Handler>(
     iov: *mut sys::iovec,
     cnt: usize,
 ) -> c_int {
+    // The one place the command's two halves are told apart: `len` bytes to
+    // compare, then `len` bytes to write, in one iovec list.
     let prepare = || {
         let half = usize::try_from(len).map_err(|_| Status::InvalidCdb)?;
         let both = half.checked_mul(2).ok_or(Status::InvalidCdb)?;
         // SAFETY: the runner's COMPARE AND WRITE buffers, passed through.
-        unsafe { buffers(iov, cnt, both) }
+        let bufs = unsafe { buffers(iov, cnt, both) }?;
+        bufs.split_at(half).map_err(|_| Status::HardwareError)
     };
     // SAFETY: the runner's command callout arguments.
     unsafe {
-        submit::<H, _>("caw", dev, cmd, prepare, |h, s, c, bufs| h.compare_and_write(s, c, off, len, bufs))
+        submit::<H, _>("caw", dev, cmd, prepare, |h, s, c, (compare, data)| {
+            h.compare_and_write(s, c, off, compare, data)
+        })
     }
 }
 

@@ -303,16 +303,8 @@ impl Handler for Hamirror {
         lun.volume.write_same(offset, len, Arc::new(HostWrite(block)), done);
     }
 
-    fn compare_and_write(&self, lun: &Lun, cmd: Cmd, offset: u64, len: u64, bufs: IoVecs) {
+    fn compare_and_write(&self, lun: &Lun, cmd: Cmd, offset: u64, compare: IoVecs, data: IoVecs) {
         lun.maybe_panic(Callout::Caw);
-        let half = usize::try_from(len).unwrap_or(usize::MAX);
-        let (compare, data) = match bufs.split_at(half) {
-            Ok(halves) => halves,
-            Err(e) => {
-                log::error!("{}: compare and write: {e}", lun.name);
-                return cmd.complete(Status::InvalidCdb);
-            }
-        };
         let done = completion(cmd, lun.name.clone(), "compare and write");
         lun.volume.compare_and_write(offset, Arc::new(HostWrite(compare)), Arc::new(HostWrite(data)), done);
     }

@@ -9,6 +9,7 @@
 //! change and every metadata header write goes through `legstate.rs`.
 
 mod admin;
+mod caw;
 mod intent;
 mod jobqueue;
 mod leg;

@@ -6,8 +6,9 @@
 
 use super::intent::Marks;
 use super::leg::{Job, Leg, LegOut};
+use super::rangelock::RangeGuard;
 use super::{Done, Inner};
-use crate::buf::HostReadBuf;
+use crate::buf::{AlignedBuf, HostReadBuf};
 use crate::error::IoError;
 use crate::event::Event;
 use crate::state::FaultReason;
@@ -121,49 +122,80 @@ impl Inner {
         }
     }
 
-    /// Rewrites `[offset, offset+len)` on `bad` with `good`'s data, under the
-    /// range lock and the write intent, so it races no host write.
+    /// Rewrites `[offset, offset+len)` on `bad` with `good`'s data.
     fn repair(self: &Arc<Self>, bad: usize, good: usize, offset: u64, len: u64) {
-        let me = self.clone();
-        self.locks.lock(offset, offset + len, move |guard| {
-            let (first, last) = me.intent.regions(offset, len);
-            let m2 = me.clone();
-            me.intent.begin(
-                first,
-                last,
-                || me.all_in_sync(),
-                Box::new(move |r| {
-                    if r.is_err() {
-                        m2.intent.end(first, last);
-                        return drop(guard);
-                    }
-                    let m3 = m2.clone();
-                    m2.legs[good].submit(
-                        Job::Read { offset, len: len as usize },
-                        Box::new(move |r| {
-                            let Ok(LegOut::Data(data)) = r else {
-                                m3.intent.end(first, last);
-                                return drop(guard);
-                            };
-                            let m4 = m3.clone();
-                            m3.legs[bad].submit(
-                                Job::WriteOwned { offset, data },
-                                Box::new(move |r| {
-                                    match r {
-                                        Ok(_) => m4.emit(Event::ReadRepaired { leg: bad, offset, len }),
-                                        Err(e) => {
-                                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                                            let _ = m4.fault_leg(bad, FaultReason::WriteError { errno });
-                                        }
-                                    }
-                                    m4.intent.end(first, last);
-                                    drop(guard);
-                                }),
-                            );
-                        }),
-                    );
-                }),
-            );
-        });
+        let (first, last) = self.intent.regions(offset, len);
+        Repair { vol: self.clone(), bad, good, offset, len, regions: (first, last) }.lock();
+    }
+}
+
+/// Read-error correction for one range, as steps: hold the range, make the
+/// write intent durable, read the good leg, write the bad one. Under the
+/// range lock and the write intent it races no host write, and a crash
+/// midway leaves the region in the bitmap.
+struct Repair {
+    vol: Arc<Inner>,
+    bad: usize,
+    good: usize,
+    offset: u64,
+    len: u64,
+    regions: (u64, u64),
+}
+
+impl Repair {
+    fn lock(self) {
+        let vol = self.vol.clone();
+        vol.locks.lock(self.offset, self.offset + self.len, move |guard| self.mark(guard));
+    }
+
+    fn mark(self, guard: RangeGuard) {
+        let vol = self.vol.clone();
+        let (first, last) = self.regions;
+        vol.intent.begin(
+            first,
+            last,
+            || vol.all_in_sync(),
+            Box::new(move |r| match r {
+                Ok(()) => self.read(guard),
+                Err(_) => self.end(guard),
+            }),
+        );
+    }
+
+    fn read(self, guard: RangeGuard) {
+        let job = Job::Read { offset: self.offset, len: self.len as usize };
+        let vol = self.vol.clone();
+        vol.legs[self.good].submit(
+            job,
+            Box::new(move |r| match r {
+                Ok(LegOut::Data(data)) => self.write(guard, data),
+                _ => self.end(guard),
+            }),
+        );
+    }
+
+    fn write(self, guard: RangeGuard, data: AlignedBuf) {
+        let vol = self.vol.clone();
+        vol.legs[self.bad]
+            .submit(Job::WriteOwned { offset: self.offset, data }, Box::new(move |r| self.written(guard, r)));
+    }
+
+    fn written(self, guard: RangeGuard, r: io::Result<LegOut>) {
+        let (leg, offset, len) = (self.bad, self.offset, self.len);
+        match r {
+            Ok(_) => self.vol.emit(Event::ReadRepaired { leg, offset, len }),
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let _ = self.vol.fault_leg(leg, FaultReason::WriteError { errno });
+            }
+        }
+        self.end(guard);
+    }
+
+    /// Ends the repair: the write intent first, then the range.
+    fn end(self, guard: RangeGuard) {
+        let (first, last) = self.regions;
+        self.vol.intent.end(first, last);
+        drop(guard);
     }
 }

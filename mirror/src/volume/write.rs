@@ -6,7 +6,7 @@
 use super::leg::{Job, Leg, Waiter};
 use super::rangelock::RangeGuard;
 use super::{Done, Inner};
-use crate::buf::{AlignedBuf, HostReadBuf, HostWriteBuf};
+use crate::buf::{AlignedBuf, HostWriteBuf};
 use crate::error::IoError;
 use crate::state::FaultReason;
 use parking_lot::Mutex;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// What a write fans out.
 #[derive(Clone)]
-enum Payload {
+pub(super) enum Payload {
     Host(Arc<dyn HostWriteBuf>),
     Zero(u64),
     /// Unmap: discard where the leg can, else zeroes (`zero_fill`).
@@ -267,46 +267,6 @@ impl Inner {
         );
     }
 
-    pub(super) fn compare_and_write(
-        self: &Arc<Self>,
-        offset: u64,
-        compare: Arc<dyn HostWriteBuf>,
-        data: Arc<dyn HostWriteBuf>,
-        done: Done,
-    ) {
-        let len = data.len() as u64;
-        if compare.len() != data.len() {
-            let got = compare.len() as u64;
-            return done(Err(IoError::BufferLength { what: "the compare half", got, expected: len }));
-        }
-        if let Err(e) = self.check_range(offset, len) {
-            return done(Err(e));
-        }
-        self.note_host_io();
-        let me = self.clone();
-        self.locks.lock(offset, offset + len, move |guard| {
-            let current = Arc::new(Mutex::new(AlignedBuf::zeroed(len as usize)));
-            let sink = Box::new(SharedRead(current.clone()));
-            let m2 = me.clone();
-            me.read_from_legs(
-                offset,
-                sink,
-                Box::new(move |r| {
-                    if let Err(e) = r {
-                        return done(Err(e));
-                    }
-                    if let Some(at) = first_difference(&*compare, current.lock().as_slice()) {
-                        return done(Err(IoError::Miscompare { offset: at as u64 }));
-                    }
-                    m2.write_under(guard, offset, Payload::Host(data), done);
-                }),
-                0,
-                0,
-                None,
-            );
-        });
-    }
-
     fn locked_write(self: &Arc<Self>, offset: u64, payload: Payload, done: Done) {
         let len = payload.len();
         if let Err(e) = self.check_range(offset, len) {
@@ -321,7 +281,13 @@ impl Inner {
     }
 
     /// With the range held: make the write intent durable, then fan out.
-    fn write_under(self: &Arc<Self>, guard: RangeGuard, offset: u64, payload: Payload, done: Done) {
+    pub(super) fn write_under(
+        self: &Arc<Self>,
+        guard: RangeGuard,
+        offset: u64,
+        payload: Payload,
+        done: Done,
+    ) {
         let (first, last) = self.intent.regions(offset, payload.len());
         let me = self.clone();
         self.intent.begin(
@@ -510,28 +476,4 @@ impl Inner {
             _ => Ok(()),
         }
     }
-}
-
-/// A read target shared with the code that consumes it (compare-and-write).
-struct SharedRead(Arc<Mutex<AlignedBuf>>);
-
-impl HostReadBuf for SharedRead {
-    fn len(&self) -> usize {
-        self.0.lock().len()
-    }
-    fn fill_from(&mut self, src: &[u8]) {
-        self.0.lock().as_mut_slice().copy_from_slice(src);
-    }
-}
-
-/// The first byte at which `a` differs from `b` (same lengths).
-fn first_difference(a: &dyn HostWriteBuf, b: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    for s in a.slices() {
-        if let Some(i) = s.iter().zip(&b[at..at + s.len()]).position(|(x, y)| x != y) {
-            return Some(at + i);
-        }
-        at += s.len();
-    }
-    None
 }

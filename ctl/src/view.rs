@@ -65,6 +65,17 @@ pub struct ResyncView {
     pub rate_bytes_s: u64,
     pub eta_s: Option<u64>,
     pub paused: bool,
+    /// Ranges the last in-sync leg cannot read: the copy retries them, and
+    /// the leg stays rebuilding until they are copied.
+    #[serde(default)]
+    pub unreadable: Vec<ByteRange>,
+}
+
+/// A byte range of the volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// A verify (scrub): the in-sync legs compared region by region.
@@ -229,6 +240,7 @@ impl From<ResyncStatus> for ResyncView {
             rate_bytes_s: r.rate_bytes_s,
             eta_s: r.eta_s,
             paused: r.paused,
+            unreadable: r.unreadable.into_iter().map(|(offset, len)| ByteRange { offset, len }).collect(),
         }
     }
 }

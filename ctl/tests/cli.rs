@@ -63,7 +63,11 @@ fn status_json_has_stable_keys() {
     let verify = "running done_bytes total_bytes mismatched_regions mismatched_offsets repair_from \
                   repaired_regions cancelled";
     assert_eq!(keys(&v["verify"]), words(verify));
-    assert_eq!(keys(&v["resync"]), words("leg kind done_bytes total_bytes rate_bytes_s eta_s paused"));
+    assert_eq!(
+        keys(&v["resync"]),
+        words("leg kind done_bytes total_bytes rate_bytes_s eta_s paused unreadable")
+    );
+    assert_eq!(v["resync"]["unreadable"], serde_json::json!([]));
     assert_eq!(v["resync"]["kind"], "difference");
     assert_eq!(v["resync"]["paused"], true);
     assert_eq!(v["legs"][1]["state"], "rebuilding");

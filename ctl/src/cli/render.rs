@@ -1,7 +1,7 @@
 //! Human-readable output.
 
 use super::units::{bar, bytes, duration, percent, rate, utc};
-use crate::view::{EventView, LegView, ResyncView, StatusView, VerifyView};
+use crate::view::{ByteRange, EventView, LegView, ResyncView, StatusView, VerifyView};
 use serde::Serialize;
 
 const BAR_WIDTH: usize = 30;
@@ -117,7 +117,7 @@ fn resync(s: &StatusView) -> String {
         (false, None) => "ETA unknown".to_string(),
     };
     format!(
-        "Resync: leg {}, {}\n  {} {:5.1}%  {} / {}  at {}  {eta}\n  limit {limit}{paused}; {copied} copied since open\n",
+        "Resync: leg {}, {}\n  {} {:5.1}%  {} / {}  at {}  {eta}\n  limit {limit}{paused}; {copied} copied since open\n{}",
         r.leg,
         r.kind.replace('_', " "),
         bar(r.done_bytes, r.total_bytes, BAR_WIDTH),
@@ -125,6 +125,23 @@ fn resync(s: &StatusView) -> String {
         bytes(r.done_bytes),
         bytes(r.total_bytes),
         rate(r.rate_bytes_s),
+        unreadable(&r.unreadable),
+    )
+}
+
+/// The ranges no leg can read, if any: the leg stays rebuilding for them.
+fn unreadable(ranges: &[ByteRange]) -> String {
+    if ranges.is_empty() {
+        return String::new();
+    }
+    let total: u64 = ranges.iter().map(|r| r.len).sum();
+    let shown: Vec<String> = ranges.iter().take(4).map(|r| format!("{} (+{})", r.offset, r.len)).collect();
+    let more = if ranges.len() > shown.len() { ", ..." } else { "" };
+    format!(
+        "  UNREADABLE on the last in-sync leg: {} at bytes {}{more}; retried until they read \
+         (a host write there rewrites them)\n",
+        bytes(total),
+        shown.join(", ")
     )
 }
 
@@ -233,6 +250,16 @@ mod tests {
             &[vec!["a".into(), "5".into(), "/x".into()], vec!["bbb".into(), "10".into(), "/y".into()]],
         );
         assert_eq!(t, "NAME   N  PATH\na      5  /x\nbbb   10  /y\n");
+    }
+
+    #[test]
+    fn unreadable_ranges_are_shown_loudly_and_only_when_there_are_some() {
+        assert_eq!(unreadable(&[]), "");
+        let r = |offset, len| ByteRange { offset, len };
+        let text = unreadable(&[r(1048576, 65536), r(4194304, 65536)]);
+        assert!(text.starts_with("  UNREADABLE on the last in-sync leg: 128.0 KiB at bytes 1048576 (+65536), 4194304 (+65536);"), "{text}");
+        let many: Vec<ByteRange> = (0..6).map(|i| r(i * 65536, 512)).collect();
+        assert!(unreadable(&many).contains("(+512), ...;"));
     }
 
     #[test]

@@ -378,6 +378,69 @@ fn default_name(meta: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's key table is the admin's configuration reference: it
+    /// lists every key the parser takes and no other, each with the default
+    /// the code has, and marks exactly the keys a running LUN can change.
+    #[test]
+    fn the_readme_documents_every_key_with_its_default_and_whether_it_is_live() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("| key | default | meaning |").expect("the README has the key table");
+        let rows = readme[start..].lines().skip(2).take_while(|l| l.starts_with('|'));
+        let defaults = all_defaults();
+        let mut documented = std::collections::BTreeSet::new();
+        for row in rows {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let ticked = |cell: &str| -> Vec<String> {
+                cell.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>()
+            };
+            let keys: Vec<String> = ticked(cells[0])
+                .into_iter()
+                .filter(|k| !k.contains("[["))
+                .map(|k| match k.as_str() {
+                    "leg" => "legs".to_owned(),
+                    "meta" => "metadata".to_owned(),
+                    _ => k,
+                })
+                .collect();
+            let values = ticked(cells[1]);
+            for (i, key) in keys.iter().enumerate() {
+                assert!(
+                    defaults.contains_key(key) || key == "source",
+                    "the README documents `{key}`, which the handler does not take"
+                );
+                if let (Some(doc), Some(code)) = (values.get(i), defaults.get(key)) {
+                    let code = match code {
+                        Value::String(s) => s.clone(),
+                        Value::Integer(n) if key.ends_with("_size") => size_text(*n as u64),
+                        other => other.to_string(),
+                    };
+                    assert_eq!(
+                        doc.trim_matches('"'),
+                        code.trim_matches('"'),
+                        "the README's default of `{key}`"
+                    );
+                }
+                let live = cells[2].starts_with("*Live.*");
+                assert_eq!(
+                    live,
+                    mirror::config::Tunables::KEYS.contains(&key.as_str()),
+                    "`{key}`: *Live.* mark"
+                );
+                documented.insert(key.clone());
+            }
+        }
+        for key in defaults.keys().filter(|k| !is_from_device(k)) {
+            assert!(documented.contains(key), "the README's key table lacks `{key}`");
+        }
+        assert!(documented.contains("source"), "the README's key table lacks `source`");
+    }
+
+    /// `n` bytes as the README writes sizes: 256K, 4M, 1G.
+    fn size_text(n: u64) -> String {
+        let units = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+        units.iter().find(|(u, _)| n % u == 0).map_or(n.to_string(), |(u, s)| format!("{}{s}", n / u))
+    }
     use mirror::config::InitialSync;
 
     const BASE: &str = "leg=/dev/a;leg=/dev/b;meta=/m/v0.meta";

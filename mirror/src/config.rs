@@ -130,6 +130,9 @@ macro_rules! tunables {
         }
 
         impl Tunables {
+            /// Every tunable key, by its config name.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($key)),*];
+
             /// The keys whose values differ from `other`'s, by their config names.
             pub fn changed(&self, other: &Tunables) -> Vec<&'static str> {
                 let mut keys = Vec::new();

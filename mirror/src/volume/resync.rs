@@ -63,6 +63,48 @@ enum Step {
     Stopped,
 }
 
+/// Why a rebuild pass ended before the end.
+enum PassEnd {
+    /// The leg's state changed: another pass takes over.
+    NotOurs,
+    /// The volume is shutting down: record how far the pass got.
+    Stopped,
+    /// The leg failed a write: it is faulted.
+    TargetFailed,
+}
+
+impl From<Step> for PassEnd {
+    fn from(s: Step) -> PassEnd {
+        match s {
+            Step::TargetFailed => PassEnd::TargetFailed,
+            _ => PassEnd::Stopped,
+        }
+    }
+}
+
+/// One rebuild pass over a leg, from a cursor on.
+struct Pass {
+    leg: usize,
+    /// The leg's state-change count when the pass began: the pass is the
+    /// leg's only while it stays the same.
+    changes: u64,
+    full: bool,
+    /// The next region to copy.
+    cursor: u64,
+    unreadable: Unreadable,
+    copied: u64,
+}
+
+impl Pass {
+    fn kind(&self) -> ResyncKind {
+        if self.full {
+            ResyncKind::Full
+        } else {
+            ResyncKind::Difference
+        }
+    }
+}
+
 /// Unreadable regions of one rebuild pass, as runs `(first, count)` in order.
 #[derive(Default)]
 struct Unreadable(Vec<(u64, u64)>);
@@ -170,85 +212,96 @@ impl Inner {
     /// failed and came back meanwhile missed writes behind the cursor, which
     /// the next pass, from region 0, copies.
     fn rebuild(self: &Arc<Self>, leg: usize) {
+        let (cursor, full) = self.recorded_rebuild(leg);
         let changes = self.legs[leg].state_changes.load(Relaxed);
-        let ours = || {
-            self.legs[leg].state() == LegState::Rebuilding
-                && self.legs[leg].state_changes.load(Relaxed) == changes
-        };
-        let (mut cursor, full) = self.recorded_rebuild(leg);
-        let kind = if full { ResyncKind::Full } else { ResyncKind::Difference };
-        let regions = self.intent.len();
-        let total = if full {
-            (regions - cursor.min(regions)) * self.intent.region_bytes()
-        } else {
-            self.intent.count_set_from(cursor, Marks::Written) * self.intent.region_bytes()
-        };
-        self.begin_progress(leg, kind, total);
+        let mut pass = Pass { leg, changes, full, cursor, unreadable: Unreadable::default(), copied: 0 };
+        self.begin_progress(leg, pass.kind(), self.pass_bytes(&pass));
         let t0 = Instant::now();
-        let mut copied = 0;
-        let mut checkpoint = Instant::now();
-        let mut unreadable = Unreadable::default();
-        loop {
-            if !ours() {
+        match self.copy_pass(&mut pass).and_then(|()| self.retry_unreadable(&mut pass)) {
+            Ok(()) => {}
+            Err(PassEnd::NotOurs) => return,
+            Err(PassEnd::Stopped) => {
+                self.checkpoint(&pass);
                 return;
             }
+            Err(PassEnd::TargetFailed) => return self.rebuild_failed(leg, pass.kind()),
+        }
+        self.promote(&pass, t0);
+    }
+
+    /// Whether `pass` is still the leg's current one.
+    fn ours(&self, pass: &Pass) -> bool {
+        let l = &self.legs[pass.leg];
+        l.state() == LegState::Rebuilding && l.state_changes.load(Relaxed) == pass.changes
+    }
+
+    /// The bytes the pass has to copy from its cursor on.
+    fn pass_bytes(&self, pass: &Pass) -> u64 {
+        let regions = self.intent.len();
+        let n = if pass.full {
+            regions - pass.cursor.min(regions)
+        } else {
+            self.intent.count_set_from(pass.cursor, Marks::Written)
+        };
+        n * self.intent.region_bytes()
+    }
+
+    /// The next span the pass copies: `(first region, count)`.
+    fn next_span(&self, pass: &Pass) -> Option<(u64, u64)> {
+        if pass.full {
+            let regions = self.intent.len();
+            (pass.cursor < regions).then(|| (pass.cursor, (regions - pass.cursor).min(self.span_regions())))
+        } else {
+            let r = self.intent.next_set(pass.cursor, Marks::Written)?;
+            Some((r, self.span_of_set(r, Marks::Written)))
+        }
+    }
+
+    /// Copies the pass's spans from its cursor to the end, leaving out (and
+    /// recording) the regions no leg can read. Progress is made durable
+    /// about every [`CHECKPOINT`].
+    fn copy_pass(self: &Arc<Self>, pass: &mut Pass) -> Result<(), PassEnd> {
+        let mut checkpoint = Instant::now();
+        loop {
+            if !self.ours(pass) {
+                return Err(PassEnd::NotOurs);
+            }
             if self.shutting_down.load(Relaxed) {
-                return self.checkpoint(leg, changes, unreadable.cursor(cursor), full);
+                return Err(PassEnd::Stopped);
             }
-            let next = if full {
-                (cursor < regions).then_some(cursor)
-            } else {
-                self.intent.next_set(cursor, Marks::Written)
-            };
-            let Some(r) = next else { break };
-            let n = if full {
-                (regions - r).min(self.span_regions())
-            } else {
-                self.span_of_set(r, Marks::Written)
-            };
-            match self.copy_span(r, n, None, &[leg]) {
-                Step::Copied(n) => copied += n,
-                Step::Stopped => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
-                Step::SourceFailed => continue,
-                Step::Unreadable => match self.copy_regions_apart(r, n, leg, &mut unreadable) {
-                    Ok(n) => copied += n,
-                    Err(Step::TargetFailed) => return self.rebuild_failed(leg, kind),
-                    Err(_) => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
-                },
-                Step::TargetFailed => return self.rebuild_failed(leg, kind),
+            let Some((r, n)) = self.next_span(pass) else { return Ok(()) };
+            match self.copy_span(r, n, None, &[pass.leg]) {
+                Step::Copied(bytes) => pass.copied += bytes,
+                Step::SourceFailed => continue, // another in-sync leg serves
+                Step::Unreadable => self.copy_regions_apart(pass, r, n)?,
+                other => return Err(other.into()),
             }
-            cursor = r + n;
-            if checkpoint.elapsed() >= CHECKPOINT && self.leg_io_wait(leg, Job::Flush).is_ok() {
-                let _ = self.record_cursor(leg, changes, unreadable.cursor(cursor), full);
+            pass.cursor = r + n;
+            if checkpoint.elapsed() >= CHECKPOINT && self.checkpoint(pass) {
                 checkpoint = Instant::now();
             }
         }
-        match self.retry_unreadable(leg, &mut unreadable, &ours) {
-            Ok(n) => copied += n,
-            Err(Step::TargetFailed) => return self.rebuild_failed(leg, kind),
-            Err(_) => return self.checkpoint(leg, changes, unreadable.cursor(cursor), full),
-        }
+    }
+
+    /// Brings the leg in sync once it owes no write (latency priority: writes
+    /// acknowledged without it must have reached it before it is read).
+    fn promote(&self, pass: &Pass, t0: Instant) {
+        let leg = pass.leg;
         if let Err(e) = self.leg_io_wait(leg, Job::Flush) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
             let _ = self.fault_leg(leg, FaultReason::RebuildError { errno });
             return;
         }
-        // Writes acknowledged without the leg (latency priority) must have
-        // reached it before it is read again.
-        let rebuilding = || ours() && !self.shutting_down.load(Relaxed);
+        let rebuilding = || self.ours(pass) && !self.shutting_down.load(Relaxed);
         let promoted = self.legs[leg].when_caught_up(rebuilding, || {
             // Checked under the header lock, which every state change holds.
-            self.change_state(leg, LegState::InSync, |_| ours())
+            self.change_state(leg, LegState::InSync, |_| self.ours(pass))
         });
         if matches!(promoted, Some(Ok(()))) {
             // The fault history is kept for the flap window on purpose: a leg
             // that comes back and soon fails again is recognised as flapping.
-            self.emit(Event::ResyncFinished {
-                leg,
-                kind,
-                copied_bytes: copied,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
+            let seconds = t0.elapsed().as_secs_f64();
+            self.emit(Event::ResyncFinished { leg, kind: pass.kind(), copied_bytes: pass.copied, seconds });
         }
     }
 
@@ -258,87 +311,84 @@ impl Inner {
 
     /// Copies a span that could not be read as a whole region by region, so
     /// that only the regions no leg can read are left out (and recorded).
-    /// Returns the bytes copied.
-    fn copy_regions_apart(
-        self: &Arc<Self>,
-        first: u64,
-        count: u64,
-        leg: usize,
-        unreadable: &mut Unreadable,
-    ) -> Result<u64, Step> {
-        let mut copied = 0;
+    fn copy_regions_apart(self: &Arc<Self>, pass: &mut Pass, first: u64, count: u64) -> Result<(), PassEnd> {
         let mut r = first;
         while r < first + count {
-            match self.copy_span(r, 1, None, &[leg]) {
-                Step::Copied(n) => copied += n,
+            match self.copy_span(r, 1, None, &[pass.leg]) {
+                Step::Copied(n) => pass.copied += n,
                 Step::SourceFailed => continue, // another in-sync leg serves
-                Step::Unreadable => {
-                    unreadable.add(r, 1);
-                    self.report_unreadable(leg, r, 1);
-                }
-                other => return Err(other),
+                Step::Unreadable => self.report_unreadable(pass, r),
+                other => return Err(other.into()),
             }
             r += 1;
         }
-        Ok(copied)
+        Ok(())
     }
 
-    fn report_unreadable(&self, leg: usize, region: u64, count: u64) {
+    /// Records region `r` as unreadable, and tells the administrator once.
+    fn report_unreadable(&self, pass: &mut Pass, r: u64) {
+        pass.unreadable.add(r, 1);
+        self.resync.lock().unreadable = self.unreadable_bytes(&pass.unreadable);
         let rb = self.intent.region_bytes();
-        let (offset, len) = (region * rb, (count * rb).min(self.size() - region * rb));
-        let source = self.legs.iter().position(|l| l.is_in_sync()).unwrap_or(leg);
-        self.resync.lock().unreadable.push((offset, len));
-        self.emit(Event::SourceUnreadable { leg: source, target: leg, offset, len });
+        let (offset, len) = (r * rb, rb.min(self.size() - r * rb));
+        let source = self.legs.iter().position(|l| l.is_in_sync()).unwrap_or(pass.leg);
+        self.emit(Event::SourceUnreadable { leg: source, target: pass.leg, offset, len });
     }
 
-    /// Tries the unreadable regions again, with back-off, until every one
-    /// has been copied. Ends early (with `Err(Step::Stopped)`) when the pass
-    /// is no longer ours or the volume shuts down. Returns the bytes copied.
-    fn retry_unreadable(
-        self: &Arc<Self>,
-        leg: usize,
-        unreadable: &mut Unreadable,
-        ours: &dyn Fn() -> bool,
-    ) -> Result<u64, Step> {
+    /// Tries the pass's unreadable regions again, with back-off, until every
+    /// one has been copied.
+    fn retry_unreadable(self: &Arc<Self>, pass: &mut Pass) -> Result<(), PassEnd> {
         let mut wait = UNREADABLE_RETRY.0;
-        let mut copied = 0;
-        while !unreadable.0.is_empty() {
-            {
-                let mut p = self.resync.lock();
-                let until = Instant::now() + wait;
-                while Instant::now() < until && ours() && !self.shutting_down.load(Relaxed) {
-                    self.resync_wake.wait_until(&mut p, until);
-                }
+        while !pass.unreadable.0.is_empty() {
+            self.wait_for_retry(pass, wait);
+            if !self.ours(pass) {
+                return Err(PassEnd::NotOurs);
             }
-            if !ours() || self.shutting_down.load(Relaxed) {
-                return Err(Step::Stopped);
+            if self.shutting_down.load(Relaxed) {
+                return Err(PassEnd::Stopped);
             }
             let mut still = Unreadable::default();
-            for &(first, count) in &unreadable.0 {
+            for (first, count) in std::mem::take(&mut pass.unreadable.0) {
                 for r in first..first + count {
-                    match self.copy_span(r, 1, None, &[leg]) {
-                        Step::Copied(n) => copied += n,
+                    match self.copy_span(r, 1, None, &[pass.leg]) {
+                        Step::Copied(n) => pass.copied += n,
                         Step::Unreadable | Step::SourceFailed => still.add(r, 1),
-                        other => return Err(other),
+                        other => return Err(other.into()),
                     }
                 }
             }
-            *unreadable = still;
-            let rb = self.intent.region_bytes();
-            let size = self.size();
-            self.resync.lock().unreadable =
-                unreadable.0.iter().map(|&(f, n)| (f * rb, (n * rb).min(size - f * rb))).collect();
+            pass.unreadable = still;
+            self.resync.lock().unreadable = self.unreadable_bytes(&pass.unreadable);
             wait = (wait * 2).min(UNREADABLE_RETRY.1);
         }
-        Ok(copied)
+        Ok(())
     }
 
-    /// Records how far a rebuild got (after the target flushed), so that the
-    /// next start continues from there.
-    fn checkpoint(&self, leg: usize, changes: u64, cursor: u64, full: bool) {
-        if self.leg_io_wait(leg, Job::Flush).is_ok() {
-            let _ = self.record_cursor(leg, changes, cursor, full);
+    /// Sleeps `wait`, or less if the pass ends or the volume shuts down.
+    fn wait_for_retry(&self, pass: &Pass, wait: Duration) {
+        let mut p = self.resync.lock();
+        let until = Instant::now() + wait;
+        while Instant::now() < until && self.ours(pass) && !self.shutting_down.load(Relaxed) {
+            self.resync_wake.wait_until(&mut p, until);
         }
+    }
+
+    /// Unreadable regions as byte ranges `(offset, len)`, for status.
+    fn unreadable_bytes(&self, u: &Unreadable) -> Vec<(u64, u64)> {
+        let (rb, size) = (self.intent.region_bytes(), self.size());
+        u.0.iter().map(|&(f, n)| (f * rb, (n * rb).min(size - f * rb))).collect()
+    }
+
+    /// Records how far a pass got (after the target flushed), so that the
+    /// next start continues from there: not past a region it could not
+    /// read. False if the target did not flush.
+    fn checkpoint(&self, pass: &Pass) -> bool {
+        if self.leg_io_wait(pass.leg, Job::Flush).is_err() {
+            return false;
+        }
+        let cursor = pass.unreadable.cursor(pass.cursor);
+        let _ = self.record_cursor(pass.leg, pass.changes, cursor, pass.full);
+        true
     }
 
     fn span_regions(&self) -> u64 {

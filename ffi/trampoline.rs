@@ -1,5 +1,5 @@
 //! The [`Handler`] trait and the generic `extern "C"` shims tcmu-runner calls
-//! (registered by [`crate::register`]).
+//! (registered by [`crate::register()`]).
 //!
 //! Every shim turns raw arguments into the safe views of this crate, finds the
 //! handler (registered once per process) and the device's state (a
@@ -21,7 +21,7 @@ use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-/// The handler of this process, set once by [`crate::register`].
+/// The handler of this process, set once by [`crate::register()`].
 static HANDLER: OnceLock<Box<dyn Any + Send + Sync>> = OnceLock::new();
 
 /// Makes `h` the handler the shims call; an `Err` if one already is.

@@ -237,7 +237,7 @@ const GENERATE_DOCS: &str = "generate-docs";
 
 /// The command line as parsed: the documented commands plus the hidden
 /// `generate-docs`, which packaging calls. It is added here rather than in
-/// [`Cmd`] so that the man pages and completions, made from [`Cli`], leave it out.
+/// `Cmd` so that the man pages and completions, made from [`Cli`], leave it out.
 pub fn command() -> clap::Command {
     let out = clap::Arg::new("out")
         .long("out")

@@ -439,7 +439,10 @@ mod tests {
     /// `n` bytes as the README writes sizes: 256K, 4M, 1G.
     fn size_text(n: u64) -> String {
         let units = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
-        units.iter().find(|(u, _)| n.is_multiple_of(*u)).map_or(n.to_string(), |(u, s)| format!("{}{s}", n / u))
+        units
+            .iter()
+            .find(|(u, _)| n.is_multiple_of(*u))
+            .map_or(n.to_string(), |(u, s)| format!("{}{s}", n / u))
     }
     use mirror::config::InitialSync;
 

@@ -51,6 +51,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod map;
+
+pub(crate) use map::Marks;
+use map::{word_bit, Map};
+
 pub(crate) type Bits = BitVec<u64, Lsb0>;
 pub(crate) type IntentDone = Box<dyn FnOnce(Result<(), Arc<MetaError>>) + Send>;
 
@@ -93,80 +98,6 @@ struct State {
     /// The metadata thread is writing a batch it snapshotted.
     writing: bool,
     stop: bool,
-}
-
-/// The bitmap and its pages' durability marks, sized for the volume.
-struct Map {
-    regions: u64,
-    /// One bit per region. Changed only under `st`.
-    bits: Vec<AtomicU64>,
-    /// Per bitmap page: `DURABLE`, or the batch that will write its changes.
-    pending: Vec<AtomicU64>,
-    /// One bit per region whose bit an extent's marking set and that no
-    /// write has begun in since: the legs are equal there. Set under `st`;
-    /// cleared by every write that begins in the region.
-    by_extent: Vec<AtomicU64>,
-}
-
-/// Region `r`'s word in a bit vector, and its bit in that word.
-fn word_bit(r: u64) -> (usize, u64) {
-    ((r / 64) as usize, 1 << (r % 64))
-}
-
-impl Map {
-    fn is_set(&self, r: u64) -> bool {
-        self.has(r, Marks::All)
-    }
-
-    /// Whether region `r`'s bit is set and counted by `which`.
-    fn has(&self, r: u64, which: Marks) -> bool {
-        let (w, m) = word_bit(r);
-        self.word(w, which) & m != 0
-    }
-
-    fn is_durable(&self, r: u64) -> bool {
-        self.is_set(r) && self.pending[Intent::page(r)].load(Ordering::Acquire) == DURABLE
-    }
-
-    /// Word `w` of the bits `which` counts.
-    fn word(&self, w: usize, which: Marks) -> u64 {
-        let bits = self.bits[w].load(Ordering::Acquire);
-        match which {
-            Marks::All => bits,
-            Marks::Written => bits & !self.by_extent[w].load(Ordering::Acquire),
-        }
-    }
-
-    /// A write begins in `[first, last]`: its regions are no longer known equal.
-    fn written(&self, first: u64, last: u64) {
-        for r in first..=last {
-            let (w, m) = word_bit(r);
-            if self.by_extent[w].load(Ordering::Acquire) & m != 0 {
-                self.by_extent[w].fetch_and(!m, Ordering::AcqRel);
-            }
-        }
-    }
-
-    /// A copy of one page's bits, as the store writes it.
-    fn snapshot(&self, page: usize) -> Bits {
-        let rpp = MetaStore::regions_per_page() as u64;
-        let (a, b) = (page as u64 * rpp, ((page as u64 + 1) * rpp).min(self.regions));
-        let words: Vec<u64> =
-            (a / 64..b.div_ceil(64)).map(|w| self.bits[w as usize].load(Ordering::Acquire)).collect();
-        let mut bits = Bits::from_vec(words);
-        bits.truncate((b - a) as usize);
-        bits
-    }
-}
-
-/// Which set bits a question is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Marks {
-    /// Every set bit: after a crash any of these regions may differ.
-    All,
-    /// Without the bits an extent's marking set where no write has begun
-    /// since: what a leg that left while the volume ran may lack.
-    Written,
 }
 
 pub(crate) struct Intent {

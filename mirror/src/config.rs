@@ -10,6 +10,8 @@ pub const MAX_LEGS: usize = 8;
 pub const MAX_METADATA_COPIES: usize = 4;
 pub const DEFAULT_REGION_SIZE: u64 = 256 * 1024;
 pub const DEFAULT_BITMAP_EXTENT_SIZE: u64 = 4 << 20;
+/// 1024 extents of 4 MiB: DRBD's default activity log is 1237.
+pub const DEFAULT_BITMAP_ACTIVE_SIZE: u64 = 4 << 30;
 
 /// One leg: a regular file or a block device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,10 @@ pub struct VolumeConfig {
     /// regions set for an extent alone (while the volume runs). At or below
     /// `region_size`: one region per extent.
     pub bitmap_extent_size: u64,
+    /// At most this many bytes of extents are active (written since their
+    /// bits were last cleared) while every leg is in sync: what a crash can
+    /// leave to copy. Rounded down to whole extents, at least one; 0: no limit.
+    pub bitmap_active_size: u64,
     /// An extent's bits are cleared once all of it has been idle this long,
     /// in milliseconds.
     pub bitmap_clear_delay_ms: u64,
@@ -213,6 +219,7 @@ impl Default for VolumeConfig {
             io_engine: IoEngine::Auto,
             leg_threads: 8,
             bitmap_extent_size: DEFAULT_BITMAP_EXTENT_SIZE,
+            bitmap_active_size: DEFAULT_BITMAP_ACTIVE_SIZE,
             bitmap_clear_delay_ms: 5_000,
             auto_failback: true,
             failback_delay_ms: 2_000,
@@ -312,6 +319,16 @@ impl VolumeConfig {
         Duration::from_millis(self.io_timeout_ms)
     }
 
+    /// The activity log's limit in extents (`bitmap_active_size` rounded
+    /// down, at least one); 0 for no limit.
+    pub fn active_extents(&self) -> usize {
+        let extent = self.bitmap_extent_size.max(self.region_size).max(1);
+        match self.bitmap_active_size {
+            0 => 0,
+            n => (n / extent).clamp(1, usize::MAX as u64) as usize,
+        }
+    }
+
     /// The keys other than the [`Tunables`] (and the size, which is the
     /// LUN's) whose values differ from `other`'s: what a running volume
     /// cannot change.
@@ -324,6 +341,7 @@ impl VolumeConfig {
             ("meta", a.metadata != b.metadata),
             ("region_size", a.region_size != b.region_size),
             ("bitmap_extent_size", a.bitmap_extent_size != b.bitmap_extent_size),
+            ("bitmap_active_size", a.bitmap_active_size != b.bitmap_active_size),
             ("direct_io", a.direct_io != b.direct_io),
             ("write_cache", a.write_cache != b.write_cache),
             ("unmap_zero_fill", a.unmap_zero_fill != b.unmap_zero_fill),

@@ -30,7 +30,7 @@ pub use admin::AdminError;
 pub use preflight::preflight;
 pub use resize::ResizeError;
 pub use retune::RetuneError;
-pub use status::{LegStatus, ResyncStatus, VolumeStatus};
+pub use status::{ActivityStatus, LegStatus, ResyncStatus, VolumeStatus};
 pub use verify::{VerifyError, VerifyStatus};
 
 use crate::buf::{HostReadBuf, HostWriteBuf};

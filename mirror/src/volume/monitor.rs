@@ -3,13 +3,14 @@
 //! `legstate.rs`), the cleaner (lazy clearing of the write-intent bitmap),
 //! and a clean shutdown.
 
+use super::intent::Housekeeping;
 use super::leg::Job;
 use super::Inner;
 use crate::event::Event;
 use crate::state::{FaultReason, LegState};
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 impl Inner {
@@ -165,21 +166,40 @@ impl Inner {
         ok
     }
 
+    /// Whether bits may be cleared: every leg in sync (none can lack the
+    /// regions) and no crash recovery or new capacity copy under way.
+    pub(super) fn may_clear(&self) -> bool {
+        self.all_in_sync() && self.recovery.lock().is_none()
+    }
+
     /// Clears the bits of idle extents, after flushing the legs, while every leg
     /// is in sync and nothing is being resynced.
     fn cleaner_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Relaxed) {
             let delay = Duration::from_millis(self.tun().bitmap_clear_delay_ms);
             std::thread::sleep((delay / 2).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-            let all_in_sync = self.all_in_sync();
-            if !all_in_sync || self.recovery.lock().is_some() {
+            if !self.may_clear() {
                 continue;
             }
             let idle = self.intent.idle_extents(delay);
-            if idle.is_empty() || !self.flush_all_legs() {
+            // A leg that left during the flush may lack what it held.
+            if idle.is_empty() || !self.flush_all_legs() || !self.may_clear() {
                 continue;
             }
             self.intent.clear_idle(&idle);
         }
+    }
+}
+
+/// The volume's side of clearing bits to make room in the activity log.
+pub(super) struct Clearing(pub Weak<Inner>);
+
+impl Housekeeping for Clearing {
+    fn may_clear(&self) -> bool {
+        self.0.upgrade().is_some_and(|v| v.may_clear())
+    }
+
+    fn flush_for_clear(&self) -> bool {
+        self.0.upgrade().is_some_and(|v| v.may_clear() && v.flush_all_legs() && v.may_clear())
     }
 }

@@ -60,7 +60,14 @@ pub(super) fn open(
     store.write_header(&header)?;
 
     let store = Arc::new(store);
-    let intent = Intent::new(store.clone(), bitmap, header.region_size, cfg.bitmap_extent_size, cfg.bitmap);
+    let intent = Intent::new(
+        store.clone(),
+        bitmap,
+        header.region_size,
+        cfg.bitmap_extent_size,
+        cfg.active_extents(),
+        cfg.bitmap,
+    );
     let mut legs = Vec::new();
     for (i, (b, state)) in backends.into_iter().zip(states).enumerate() {
         let buffered_too = cfg.io_engine == IoEngine::IoUring;
@@ -98,6 +105,7 @@ pub(super) fn open(
     for note in notes {
         inner.emit(note_event(note));
     }
+    inner.intent.set_housekeeping(Box::new(super::monitor::Clearing(Arc::downgrade(&inner))));
     inner.start_threads().map_err(OpenError::Spawn)?;
     Ok(inner)
 }

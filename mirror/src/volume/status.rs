@@ -20,11 +20,29 @@ pub struct VolumeStatus {
     pub legs: Vec<LegStatus>,
     /// Regions set in the write-intent bitmap.
     pub dirty_regions: u64,
+    /// The activity log: what a crash now would leave to copy, and its bound.
+    pub activity: ActivityStatus,
     pub resync: Option<ResyncStatus>,
     /// Bytes copied by resyncs since the volume was opened.
     pub resync_bytes_total: u64,
     pub metadata: Vec<MetadataCopyStatus>,
     pub verify: super::VerifyStatus,
+}
+
+/// The write-intent bitmap's active extents (`bitmap_active_size`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivityStatus {
+    /// Extents written since their bits were last cleared.
+    pub active_extents: u64,
+    /// The most that may be active while every leg is in sync (0: no limit).
+    pub limit_extents: u64,
+    pub extent_bytes: u64,
+    /// Bytes a crash now would leave to copy: every set region.
+    pub crash_copy_bytes: u64,
+    /// Idle extents cleared early to make room for a new one.
+    pub evictions: u64,
+    /// Writes that waited because every active extent had a write in flight.
+    pub waits: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -82,6 +100,7 @@ impl Inner {
             io_engine: self.io_engine,
             legs: self.legs.iter().map(|l| self.leg_status(l)).collect(),
             dirty_regions: self.intent.count_set(),
+            activity: self.activity_status(),
             resync: self.resync_status(),
             resync_bytes_total: self.resync_bytes.load(Relaxed),
             metadata: self.intent.store().health().into_iter().map(Into::into).collect(),
@@ -106,6 +125,18 @@ impl Inner {
             write_errors: s.write_errors.load(Relaxed),
             timeouts: s.timeouts.load(Relaxed),
             avg_latency_us: s.latency_us_total.load(Relaxed) / samples,
+        }
+    }
+
+    fn activity_status(&self) -> ActivityStatus {
+        let a = self.intent.activity();
+        ActivityStatus {
+            active_extents: a.active,
+            limit_extents: a.limit,
+            extent_bytes: self.cfg.bitmap_extent_size.max(self.intent.region_bytes()),
+            crash_copy_bytes: self.intent.count_set_settled() * self.intent.region_bytes(),
+            evictions: a.evictions,
+            waits: a.waits,
         }
     }
 

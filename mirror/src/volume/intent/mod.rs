@@ -27,6 +27,17 @@
 //! bitmap page (`pending`): about 1 MiB per TiB at the default 256 KiB
 //! regions. The metadata thread copies only the pages it writes.
 //!
+//! The activity log is bounded (DRBD's `al-extents`): with
+//! `bitmap_active_size`, at most that many bytes of extents are active
+//! (written since their bits were last cleared) while every leg is in sync
+//! and no recovery runs. A write that needs a new extent beyond the limit
+//! first clears the least recently used idle one, in the same metadata
+//! write; the metadata thread flushes every leg before it writes such a
+//! batch, as for any clear, and keeps the extent marked if a flush fails. If
+//! every active extent has a write in flight, the write waits for one to
+//! end (counted in `extent_waits`). A crash then never leaves more than the
+//! limit to copy.
+//!
 //! The volume can grow while it runs ([`Intent::grow`]): the bits live in a
 //! [`Map`] behind a read-write lock that only a grow takes for writing, with
 //! `st` held and no batch being written.
@@ -44,11 +55,12 @@ use crate::meta::{MetaError, MetaStore};
 use bitvec::order::Lsb0;
 use bitvec::slice::BitSlice;
 use bitvec::vec::BitVec;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod map;
@@ -98,6 +110,50 @@ struct State {
     /// The metadata thread is writing a batch it snapshotted.
     writing: bool,
     stop: bool,
+    /// Extents cleared to make room, whose clear the next batch writes once
+    /// every leg has flushed.
+    evicted: Vec<u64>,
+    /// Writes waiting for an active extent to become idle.
+    blocked: Vec<Blocked>,
+}
+
+/// What the least recently used search found.
+enum Lru {
+    Idle(u64),
+    /// None idle; another write is in flight and will end.
+    Busy,
+    /// None idle, and only the asking write is in flight.
+    OnlyOwn,
+}
+
+/// A write that needs a new extent while every active one is busy.
+struct Blocked {
+    first: u64,
+    last: u64,
+    done: IntentDone,
+}
+
+/// What clearing bits needs from the volume, given once it is open.
+pub(crate) trait Housekeeping: Send + Sync {
+    /// Whether bits of idle extents may be cleared now: every leg is in
+    /// sync and no crash recovery or new capacity is being copied.
+    fn may_clear(&self) -> bool;
+    /// Flushes every leg that needs it; true only if each did and bits may
+    /// still be cleared.
+    fn flush_for_clear(&self) -> bool;
+}
+
+/// The activity log's figures, for status.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Activity {
+    /// Extents written since their bits were last cleared.
+    pub active: u64,
+    /// The most that may be active (0: no limit).
+    pub limit: u64,
+    /// Idle extents cleared to make room for a new one.
+    pub evictions: u64,
+    /// Writes that waited because every active extent was busy.
+    pub waits: u64,
 }
 
 pub(crate) struct Intent {
@@ -115,15 +171,26 @@ pub(crate) struct Intent {
     wake: Condvar,
     /// Signalled when a batch write ends (`writing` falls).
     written: Condvar,
+    /// At most this many active extents (0: no limit).
+    active_limit: usize,
+    /// Entries in the activity maps: extents written since their last clear.
+    active: AtomicUsize,
+    /// `st.blocked.len()`, readable without `st`.
+    blocked: AtomicUsize,
+    evictions: AtomicU64,
+    waits: AtomicU64,
+    housekeeping: OnceLock<Box<dyn Housekeeping>>,
 }
 
 impl Intent {
-    /// An extent smaller than a region is one region.
+    /// An extent smaller than a region is one region. `active_limit` is in
+    /// extents (0: no limit).
     pub fn new(
         store: Arc<MetaStore>,
         bits: Bits,
         region_size: u64,
         extent_size: u64,
+        active_limit: usize,
         enabled: bool,
     ) -> Arc<Intent> {
         let regions = bits.len() as u64;
@@ -146,10 +213,33 @@ impl Intent {
                 waiters: Vec::new(),
                 writing: false,
                 stop: false,
+                evicted: Vec::new(),
+                blocked: Vec::new(),
             }),
             wake: Condvar::new(),
             written: Condvar::new(),
+            active_limit,
+            active: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            housekeeping: OnceLock::new(),
         })
+    }
+
+    /// Gives the volume's side of clearing; until then no extent is cleared
+    /// to make room (the limit is not enforced).
+    pub fn set_housekeeping(&self, h: Box<dyn Housekeeping>) {
+        let _ = self.housekeeping.set(h);
+    }
+
+    pub fn activity(&self) -> Activity {
+        Activity {
+            active: self.active.load(Ordering::Relaxed) as u64,
+            limit: self.active_limit as u64,
+            evictions: self.evictions.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+        }
     }
 
     pub fn store(&self) -> &Arc<MetaStore> {
@@ -211,11 +301,7 @@ impl Intent {
         if !self.enabled {
             return done(Ok(()));
         }
-        let now = Instant::now();
-        for e in self.extent(first)..=self.extent(last) {
-            let mut shard = self.shard(e).lock();
-            shard.entry(e).or_insert(Active { inflight: 0, last: now }).inflight += 1;
-        }
+        self.hold(first, last);
         let durable = {
             let map = self.map.read();
             map.written(first, last);
@@ -225,34 +311,180 @@ impl Intent {
             return done(Ok(()));
         }
         let mut st = self.st.lock();
-        let map = self.map.read();
+        match self.mark(&mut st, first, last, extents) {
+            Some(batch) => self.wait_for(st, batch, done),
+            None => self.block(st, Blocked { first, last, done }),
+        }
+    }
+
+    /// Records a write in flight in `[first, last]`'s extents.
+    fn hold(&self, first: u64, last: u64) {
+        let now = Instant::now();
+        for e in self.extent(first)..=self.extent(last) {
+            let mut shard = self.shard(e).lock();
+            let a = shard.entry(e).or_insert_with(|| {
+                self.active.fetch_add(1, Ordering::SeqCst);
+                Active { inflight: 0, last: now }
+            });
+            a.inflight += 1;
+        }
+    }
+
+    /// The write in flight in `[first, last]`'s extents is over there.
+    fn unhold(&self, first: u64, last: u64) {
+        let now = Instant::now();
+        for e in self.extent(first)..=self.extent(last) {
+            if let Some(a) = self.shard(e).lock().get_mut(&e) {
+                a.inflight -= 1;
+                a.last = now;
+            }
+        }
+    }
+
+    /// Sets the bits of the clean regions in `[first, last]`, of their whole
+    /// extents if `extents()` says so (asked at most once), after making
+    /// room under the limit. Returns the batch that makes them durable
+    /// (`DURABLE`: none), or `None` if every active extent is busy. Under `st`.
+    fn mark(&self, st: &mut State, first: u64, last: u64, extents: impl FnOnce() -> bool) -> Option<u64> {
         // Another write's extent marking may have reached these regions
-        // since the check above (it marks under `st`).
-        map.written(first, last);
-        let mut extents = Some(extents);
-        let mut whole_extents = false;
+        // since the caller looked (it marks under `st`).
+        let clean = {
+            let map = self.map.read();
+            map.written(first, last);
+            (first..=last).any(|r| !map.is_set(r))
+        };
+        let whole = clean && extents();
+        if whole && !self.make_room(st, self.extent(first)..=self.extent(last)) {
+            return None;
+        }
+        let map = self.map.read();
         let mut wait_for = DURABLE;
         for r in first..=last {
             if !map.is_set(r) {
-                if let Some(ask) = extents.take() {
-                    whole_extents = ask();
-                }
-                if whole_extents {
-                    self.set_extent(&map, &mut st, self.extent(r), first..=last);
+                if whole {
+                    self.set_extent(&map, st, self.extent(r), first..=last);
                 } else {
-                    Self::set_bit(&map, &mut st, r, true);
+                    Self::set_bit(&map, st, r, true);
                 }
             }
             wait_for = wait_for.max(map.pending[Self::page(r)].load(Ordering::Acquire));
         }
-        drop(map);
-        if wait_for == DURABLE {
+        Some(wait_for)
+    }
+
+    /// Calls `done` once batch `batch` is on disk (at once for `DURABLE`).
+    fn wait_for(&self, mut st: MutexGuard<'_, State>, batch: u64, done: IntentDone) {
+        if batch == DURABLE {
             drop(st);
             return done(Ok(()));
         }
-        st.waiters.push((wait_for, done));
+        st.waiters.push((batch, done));
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Clears least recently used idle extents until no more than the limit
+    /// are active. False if it cannot because every other active extent has
+    /// a write in flight: one of them will end. With nothing else in flight
+    /// (a write spanning more extents than the limit) the write goes over
+    /// the limit rather than wait for nothing. Clears only what the volume
+    /// allows (every leg in sync, no recovery); otherwise the limit waits.
+    /// Under `st`.
+    fn make_room(&self, st: &mut State, own: RangeInclusive<u64>) -> bool {
+        let Some(hk) = self.housekeeping.get() else { return true };
+        if self.active_limit == 0
+            || self.active.load(Ordering::SeqCst) <= self.active_limit
+            || !hk.may_clear()
+        {
+            return true;
+        }
+        while self.active.load(Ordering::SeqCst) > self.active_limit {
+            match self.evict_lru_idle(st, &own) {
+                Lru::Idle(e) => st.evicted.push(e),
+                Lru::Busy => return false,
+                Lru::OnlyOwn => return true,
+            }
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Removes the least recently used idle extent from the activity maps
+    /// and clears its bits, with its shard held, as `clear_idle` does: a
+    /// write that starts there either came before (and is seen in flight)
+    /// or comes after and sees its bits clear. Under `st`.
+    fn evict_lru_idle(&self, st: &mut State, own: &RangeInclusive<u64>) -> Lru {
+        loop {
+            let (mut oldest, mut others_busy) = (None::<(u64, Instant)>, false);
+            for shard in &self.shards {
+                for (&e, a) in shard.lock().iter() {
+                    if a.inflight == 0 {
+                        if oldest.is_none_or(|(_, t)| a.last < t) {
+                            oldest = Some((e, a.last));
+                        }
+                    } else if !own.contains(&e) {
+                        others_busy = true;
+                    }
+                }
+            }
+            let Some((e, stamp)) = oldest else {
+                return if others_busy { Lru::Busy } else { Lru::OnlyOwn };
+            };
+            let mut shard = self.shard(e).lock();
+            if shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp) {
+                shard.remove(&e);
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                let map = self.map.read();
+                for r in self.extent_regions(&map, e) {
+                    if map.is_set(r) {
+                        Self::set_bit(&map, st, r, false);
+                    }
+                }
+                return Lru::Idle(e);
+            }
+            // Written again since the scan: look again.
+        }
+    }
+
+    /// Parks a write until an active extent becomes idle. It lets go of its
+    /// own extents meanwhile, so parked writes never wait for each other;
+    /// a write that ends before this looks again is seen by the retry.
+    fn block(&self, mut st: MutexGuard<'_, State>, b: Blocked) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.unhold(b.first, b.last);
+        st.blocked.push(b);
+        self.blocked.store(st.blocked.len(), Ordering::SeqCst);
+        self.retry_blocked(st);
+    }
+
+    /// Tries the parked writes again, in order.
+    fn retry_blocked(&self, mut st: MutexGuard<'_, State>) {
+        let mut ready = Vec::new();
+        for b in std::mem::take(&mut st.blocked) {
+            self.hold(b.first, b.last);
+            let may = self.housekeeping.get().is_none_or(|h| h.may_clear());
+            match self.mark(&mut st, b.first, b.last, || may) {
+                Some(batch) => ready.push((batch, b.done)),
+                None => {
+                    self.unhold(b.first, b.last);
+                    st.blocked.push(b);
+                }
+            }
+        }
+        self.blocked.store(st.blocked.len(), Ordering::SeqCst);
+        let mut now = Vec::new();
+        for (batch, done) in ready {
+            if batch == DURABLE {
+                now.push(done);
+            } else {
+                st.waiters.push((batch, done));
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+        for done in now {
+            done(Ok(()));
+        }
     }
 
     /// Sets the clean regions of extent `e` for a write to `written`, in the
@@ -275,12 +507,9 @@ impl Intent {
         if !self.enabled {
             return;
         }
-        let now = Instant::now();
-        for e in self.extent(first)..=self.extent(last) {
-            if let Some(a) = self.shard(e).lock().get_mut(&e) {
-                a.inflight -= 1;
-                a.last = now;
-            }
+        self.unhold(first, last);
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            self.retry_blocked(self.st.lock());
         }
     }
 
@@ -378,6 +607,13 @@ impl Intent {
         self.count_set_from(0, Marks::All)
     }
 
+    /// Like [`count_set`](Self::count_set), between two changes: an
+    /// eviction's clear and the new extent's marking are seen together.
+    pub fn count_set_settled(&self) -> u64 {
+        let _st = self.st.lock();
+        self.count_set()
+    }
+
     /// How many regions from `from` on are set, of `which` (bits past the
     /// last region, which a bitmap truncated at open may keep in its last
     /// word, are not).
@@ -423,6 +659,7 @@ impl Intent {
             let still_idle = shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp);
             if still_idle {
                 shard.remove(&e);
+                self.active.fetch_sub(1, Ordering::SeqCst);
                 let map = self.map.read();
                 for r in self.extent_regions(&map, e) {
                     if map.is_set(r) {
@@ -473,6 +710,24 @@ impl Intent {
         self.wake.notify_all();
     }
 
+    /// Evicted extents whose legs did not all flush stay marked: set again
+    /// in memory (the next batch writes them too) and in this batch's pages.
+    fn keep_marked(&self, evicted: &[u64], pages: &mut [(usize, Bits)]) {
+        let rpp = MetaStore::regions_per_page() as u64;
+        let mut st = self.st.lock();
+        let map = self.map.read();
+        for &e in evicted {
+            for r in self.extent_regions(&map, e) {
+                Self::set_bit(&map, &mut st, r, true);
+                if let Some((_, bits)) = pages.iter_mut().find(|(p, _)| *p == Self::page(r)) {
+                    bits.set((r % rpp) as usize, true);
+                }
+            }
+        }
+        drop((map, st));
+        log::warn!("{} extents stay marked: a leg did not flush before their clear", evicted.len());
+    }
+
     /// The metadata thread: writes dirty pages in batches and wakes the
     /// writes that waited for them. A page whose write failed stays pending
     /// and is tried again with the next batch.
@@ -487,14 +742,22 @@ impl Intent {
                     return;
                 }
                 let map = self.map.read();
-                let pages: Vec<(usize, Bits)> = std::mem::take(&mut st.dirty_pages)
+                let mut pages: Vec<(usize, Bits)> = std::mem::take(&mut st.dirty_pages)
                     .into_iter()
                     .filter(|&p| p != FORCE)
                     .map(|p| (p, map.snapshot(p)))
                     .collect();
+                drop(map);
                 let batch = st.next_batch;
                 st.next_batch += 1;
                 st.writing = true;
+                let evicted = std::mem::take(&mut st.evicted);
+                drop(st);
+                // Every write to an evicted extent ended before it was
+                // evicted: a flush now makes them stable before the clear is.
+                if !evicted.is_empty() && !self.housekeeping.get().is_none_or(|h| h.flush_for_clear()) {
+                    self.keep_marked(&evicted, &mut pages);
+                }
                 (pages, batch)
             };
             let slices: Vec<_> = pages.iter().map(|(p, b)| (*p, b.as_bitslice())).collect();
@@ -549,9 +812,57 @@ mod tests {
     }
 
     fn intent_with_extents(dir: &TempDir, bits: Bits, region: u64, extent: u64) -> Arc<Intent> {
+        intent_limited(dir, bits, region, extent, 0)
+    }
+
+    fn intent_limited(dir: &TempDir, bits: Bits, region: u64, extent: u64, limit: usize) -> Arc<Intent> {
         let h = Header::new("t", bits.len() as u64 * region, 512, region, vec![]).unwrap();
         let opened = MetaStore::create(&[dir.path("m")], &h).unwrap();
-        Intent::new(Arc::new(opened.store), bits, region, extent, true)
+        Intent::new(Arc::new(opened.store), bits, region, extent, limit, true)
+    }
+
+    /// The volume's side, scripted: whether clearing is allowed, and whether
+    /// flushes succeed; counts the flushes.
+    struct Volume {
+        may: std::sync::atomic::AtomicBool,
+        flush_ok: std::sync::atomic::AtomicBool,
+        flushes: AtomicU64,
+    }
+
+    impl Housekeeping for Arc<Volume> {
+        fn may_clear(&self) -> bool {
+            self.may.load(Ordering::SeqCst)
+        }
+        fn flush_for_clear(&self) -> bool {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            self.flush_ok.load(Ordering::SeqCst)
+        }
+    }
+
+    /// An intent of 64 regions in extents of 8, with at most `limit` active,
+    /// its metadata thread running, and the scripted volume side.
+    fn limited(dir: &TempDir, limit: usize) -> (Arc<Intent>, Arc<Volume>, std::thread::JoinHandle<()>) {
+        let i = intent_limited(dir, Bits::repeat(false, 64), 4096, 8 * 4096, limit);
+        let vol = Arc::new(Volume { may: true.into(), flush_ok: true.into(), flushes: AtomicU64::new(0) });
+        i.set_housekeeping(Box::new(vol.clone()));
+        let worker = std::thread::spawn({
+            let i = i.clone();
+            move || i.run()
+        });
+        (i, vol, worker)
+    }
+
+    /// Writes once in each of `extents`, in order, each ended before the next.
+    fn touch(i: &Intent, extents: &[u64]) {
+        for &e in extents {
+            begin_wait(i, e * 8, e * 8, true);
+            i.end(e * 8, e * 8);
+            std::thread::sleep(Duration::from_millis(2)); // distinct last-use times
+        }
+    }
+
+    fn set_extents(i: &Intent) -> Vec<u64> {
+        (0..8).filter(|&e| (e * 8..e * 8 + 8).any(|r| i.is_set(r, Marks::All))).collect()
     }
 
     /// Starts `begin` and says whether `done` ran before it returned (the
@@ -680,5 +991,79 @@ mod tests {
             (map.bits.len() + map.by_extent.len() + map.pending.len()) * std::mem::size_of::<AtomicU64>();
         assert!(bytes <= (1 << 20) + (4 << 10), "{bytes} bytes of bitmap state for 1 TiB");
         assert_eq!(map.bits.len() * 8, 512 << 10);
+    }
+
+    #[test]
+    fn at_the_limit_a_new_extent_clears_the_least_recently_used_idle_one_after_a_flush() {
+        let dir = TempDir::new("intent");
+        let (i, vol, worker) = limited(&dir, 2);
+        touch(&i, &[0, 1]);
+        assert_eq!(vol.flushes.load(Ordering::SeqCst), 0, "no clear, no flush");
+        touch(&i, &[2]);
+        assert_eq!(set_extents(&i), vec![1, 2], "extent 0 was used least recently");
+        assert!(vol.flushes.load(Ordering::SeqCst) >= 1, "the legs flushed before the clear was written");
+        touch(&i, &[1, 3]);
+        assert_eq!(set_extents(&i), vec![1, 3], "extent 1 was used again: 2 goes");
+        let a = i.activity();
+        assert_eq!((a.active, a.limit, a.evictions, a.waits), (2, 2, 2, 0));
+        i.stop();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn an_extent_whose_legs_did_not_flush_stays_marked() {
+        let dir = TempDir::new("intent");
+        let (i, vol, worker) = limited(&dir, 1);
+        touch(&i, &[0]);
+        vol.flush_ok.store(false, Ordering::SeqCst);
+        touch(&i, &[1]);
+        i.sync().unwrap();
+        assert_eq!(set_extents(&i), vec![0, 1], "a clear without a flush would lose the bound's safety");
+        i.stop();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn with_every_active_extent_busy_a_new_one_waits_for_a_write_to_end() {
+        let dir = TempDir::new("intent");
+        let (i, _vol, worker) = limited(&dir, 1);
+        assert!(!begin_wait(&i, 0, 0, true), "extent 0: a write in flight");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        i.begin(8, 8, || true, Box::new(move |r| drop(tx.send(r.is_ok()))));
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "extent 1 must wait: 0 is busy");
+        assert_eq!(i.activity().waits, 1);
+        i.end(0, 0);
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "it goes on once extent 0 is idle");
+        assert_eq!(set_extents(&i), vec![1]);
+        i.end(8, 8);
+        i.stop();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_write_wider_than_the_limit_goes_over_it_rather_than_wait_for_nothing() {
+        let dir = TempDir::new("intent");
+        let (i, _vol, worker) = limited(&dir, 1);
+        assert!(!begin_wait(&i, 4, 20, true), "three extents, nothing else in flight");
+        assert_eq!(set_extents(&i), vec![0, 1, 2]);
+        i.end(4, 20);
+        touch(&i, &[5]);
+        assert_eq!(set_extents(&i), vec![5], "the next new extent brings it back to the limit");
+        i.stop();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn while_bits_may_not_be_cleared_the_limit_waits() {
+        let dir = TempDir::new("intent");
+        let (i, vol, worker) = limited(&dir, 1);
+        vol.may.store(false, Ordering::SeqCst); // a leg is out, or a recovery runs
+        touch(&i, &[0, 1, 2]);
+        assert_eq!(set_extents(&i), vec![0, 1, 2], "nothing is cleared");
+        vol.may.store(true, Ordering::SeqCst);
+        touch(&i, &[3]);
+        assert_eq!(set_extents(&i), vec![3]);
+        i.stop();
+        worker.join().unwrap();
     }
 }

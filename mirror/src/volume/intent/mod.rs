@@ -35,8 +35,9 @@
 //! write; the metadata thread flushes every leg before it writes such a
 //! batch, as for any clear, and keeps the extent marked if a flush fails. If
 //! every active extent has a write in flight, the write waits for one to
-//! end (counted in `extent_waits`). A crash then never leaves more than the
-//! limit to copy.
+//! end (counted in `waits`). A crash then leaves at most the limit to copy,
+//! plus the extents being marked at that instant (a batch reaches each
+//! metadata copy in turn, and an open ORs the copies' pages).
 //!
 //! The volume can grow while it runs ([`Intent::grow`]): the bits live in a
 //! [`Map`] behind a read-write lock that only a grow takes for writing, with

@@ -7,7 +7,7 @@
 
 use mirror::config::IoEngine;
 use mirror::event::Stamped;
-use mirror::volume::{LegStatus, ResyncStatus, VerifyStatus, VolumeStatus};
+use mirror::volume::{ActivityStatus, LegStatus, ResyncStatus, VerifyStatus, VolumeStatus};
 use mirror::LegState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +25,9 @@ pub struct StatusView {
     pub legs: Vec<LegView>,
     /// Regions set in the write-intent bitmap.
     pub dirty_regions: u64,
+    /// The activity log's bound and what a crash now would copy.
+    #[serde(default)]
+    pub activity: ActivityView,
     /// The resync in progress, if any.
     pub resync: Option<ResyncView>,
     /// Bytes copied by resyncs since the volume was opened.
@@ -33,6 +36,35 @@ pub struct StatusView {
     /// The verify in progress or last finished since open.
     pub verify: VerifyView,
     pub metadata: Vec<MetadataView>,
+}
+
+/// The write-intent bitmap's active extents (`bitmap_active_size`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityView {
+    /// Extents written since their bits were last cleared.
+    pub active_extents: u64,
+    /// The most that may be active while every leg is in sync (0: no limit).
+    pub limit_extents: u64,
+    pub extent_bytes: u64,
+    /// Bytes a crash now would leave to copy.
+    pub crash_copy_bytes: u64,
+    /// Idle extents cleared early to make room for a new one.
+    pub evictions: u64,
+    /// Writes that waited because every active extent was busy.
+    pub waits: u64,
+}
+
+impl From<ActivityStatus> for ActivityView {
+    fn from(a: ActivityStatus) -> ActivityView {
+        ActivityView {
+            active_extents: a.active_extents,
+            limit_extents: a.limit_extents,
+            extent_bytes: a.extent_bytes,
+            crash_copy_bytes: a.crash_copy_bytes,
+            evictions: a.evictions,
+            waits: a.waits,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,6 +209,7 @@ impl StatusView {
             .into(),
             legs: s.legs.into_iter().map(LegView::from).collect(),
             dirty_regions: s.dirty_regions,
+            activity: s.activity.into(),
             resync: s.resync.map(ResyncView::from),
             resync_bytes_total: s.resync_bytes_total,
             resync_control: control,
@@ -314,6 +347,7 @@ mod tests {
             io_engine: "io_uring".into(),
             legs: states.iter().map(|s| leg(s)).collect(),
             dirty_regions: 0,
+            activity: ActivityView::default(),
             resync: None,
             resync_bytes_total: 0,
             resync_control: ResyncControl { paused: false, max_mib_s: 0 },

@@ -41,6 +41,11 @@ fn status_shows_legs_counters_dirty_regions_resync_and_metadata() {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
     assert!(out.contains("Dirty regions: 0"), "{out}");
+    assert!(
+        out.contains("Activity log: 0 extents of ")
+            && out.contains("; a crash now copies 0 B; 0 evictions, 0 waits\n"),
+        "{out}"
+    );
     assert!(out.contains(", leg I/O io_uring\n") || out.contains(", leg I/O threads\n"), "{out}");
     assert!(out.contains("Resync: none (0 B copied since open; limit unlimited)"), "{out}");
     assert!(out.contains("Metadata copies: 1 of 1 live\n  live  "), "{out}");
@@ -51,7 +56,7 @@ fn status_json_has_stable_keys() {
     let f = Fixture::new();
     f.paused_difference_resync(2);
     let v = json(&f, &["status", NAME]);
-    let top = "name size block_size region_size generation io_engine legs dirty_regions resync \
+    let top = "name size block_size region_size generation io_engine legs dirty_regions activity resync \
                resync_bytes_total resync_control verify metadata";
     assert_eq!(keys(&v), words(top));
     assert!(v["io_engine"] == "io_uring" || v["io_engine"] == "threads", "{}", v["io_engine"]);
@@ -60,6 +65,8 @@ fn status_json_has_stable_keys() {
     assert_eq!(keys(&v["legs"][0]), words(leg));
     assert_eq!(keys(&v["metadata"][0]), words("path live error"));
     assert_eq!(keys(&v["resync_control"]), words("paused max_mib_s"));
+    let activity = "active_extents limit_extents extent_bytes crash_copy_bytes evictions waits";
+    assert_eq!(keys(&v["activity"]), words(activity));
     let verify = "running done_bytes total_bytes mismatched_regions mismatched_offsets repair_from \
                   repaired_regions cancelled";
     assert_eq!(keys(&v["verify"]), words(verify));
@@ -330,6 +337,11 @@ fn metrics_expose_every_family_with_help_and_type() {
         ("hamirror_leg_avg_latency_seconds", "gauge"),
         ("hamirror_leg_state", "gauge"),
         ("hamirror_dirty_regions", "gauge"),
+        ("hamirror_active_extents", "gauge"),
+        ("hamirror_active_extents_limit", "gauge"),
+        ("hamirror_crash_copy_bytes", "gauge"),
+        ("hamirror_extent_evictions_total", "counter"),
+        ("hamirror_extent_waits_total", "counter"),
         ("hamirror_resync_done_bytes", "gauge"),
         ("hamirror_resync_total_bytes", "gauge"),
         ("hamirror_resync_rate_bytes_per_second", "gauge"),

@@ -39,6 +39,15 @@ const VOLUME_GAUGES: &[(&str, &str, VolumeValue)] = &[
     ("hamirror_dirty_bytes", "Bytes covered by the dirty regions.", |s| {
         s.dirty_regions.saturating_mul(s.region_size).min(s.size) as f64
     }),
+    ("hamirror_active_extents", "Bitmap extents written since their bits were last cleared.", |s| {
+        s.activity.active_extents as f64
+    }),
+    ("hamirror_active_extents_limit", "The most extents that may be active (0: no limit).", |s| {
+        s.activity.limit_extents as f64
+    }),
+    ("hamirror_crash_copy_bytes", "Bytes a crash now would leave to copy.", |s| {
+        s.activity.crash_copy_bytes as f64
+    }),
     ("hamirror_resync_active", "1 while a resync or crash recovery runs.", |s| flag(s.resync.is_some())),
     ("hamirror_resync_paused", "1 if resync is paused by the administrator.", |s| {
         flag(s.resync_control.paused)
@@ -72,6 +81,18 @@ const VOLUME_GAUGES: &[(&str, &str, VolumeValue)] = &[
     }),
 ];
 
+const VOLUME_COUNTERS: &[(&str, &str, VolumeValue)] = &[
+    ("hamirror_resync_copied_bytes_total", "Bytes copied by resyncs since the volume was opened.", |s| {
+        s.resync_bytes_total as f64
+    }),
+    ("hamirror_extent_evictions_total", "Idle extents cleared early to make room for a new one.", |s| {
+        s.activity.evictions as f64
+    }),
+    ("hamirror_extent_waits_total", "Writes that waited because every active extent was busy.", |s| {
+        s.activity.waits as f64
+    }),
+];
+
 pub fn render(scrapes: &[Scrape]) -> String {
     let mut out = String::new();
     family(&mut out, "hamirror_volume_up", "gauge", "1 if the volume's control socket answered.");
@@ -79,25 +100,13 @@ pub fn render(scrapes: &[Scrape]) -> String {
         sample(&mut out, "hamirror_volume_up", &[("volume", &s.volume)], flag(s.status.is_some()));
     }
     let up: Vec<&StatusView> = scrapes.iter().filter_map(|s| s.status.as_ref()).collect();
-    for (name, help, value) in VOLUME_GAUGES {
-        family(&mut out, name, "gauge", help);
+    let volume_families =
+        VOLUME_GAUGES.iter().map(|f| ("gauge", f)).chain(VOLUME_COUNTERS.iter().map(|f| ("counter", f)));
+    for (kind, (name, help, value)) in volume_families {
+        family(&mut out, name, kind, help);
         for s in &up {
             sample(&mut out, name, &[("volume", &s.name)], value(s));
         }
-    }
-    family(
-        &mut out,
-        "hamirror_resync_copied_bytes_total",
-        "counter",
-        "Bytes copied by resyncs since the volume was opened.",
-    );
-    for s in &up {
-        sample(
-            &mut out,
-            "hamirror_resync_copied_bytes_total",
-            &[("volume", &s.name)],
-            s.resync_bytes_total as f64,
-        );
     }
     leg_families(&mut out, &up);
     family(&mut out, "hamirror_metadata_copy_live", "gauge", "1 if the metadata copy is being written.");

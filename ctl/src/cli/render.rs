@@ -1,7 +1,7 @@
 //! Human-readable output.
 
 use super::units::{bar, bytes, duration, percent, rate, utc};
-use crate::view::{ByteRange, EventView, LegView, ResyncView, StatusView, VerifyView};
+use crate::view::{ActivityView, ByteRange, EventView, LegView, ResyncView, StatusView, VerifyView};
 use serde::Serialize;
 
 const BAR_WIDTH: usize = 30;
@@ -40,6 +40,7 @@ pub fn status(s: &StatusView) -> String {
         s.dirty_regions,
         bytes(dirty)
     );
+    out += &activity(&s.activity);
     out += &resync(s);
     out += &verify(&s.verify);
     let live = s.metadata.iter().filter(|m| m.live).count();
@@ -126,6 +127,23 @@ fn resync(s: &StatusView) -> String {
         bytes(r.total_bytes),
         rate(r.rate_bytes_s),
         unreadable(&r.unreadable),
+    )
+}
+
+/// The activity log: how many extents are active, of how many, and what a
+/// crash now would leave to copy.
+fn activity(a: &ActivityView) -> String {
+    let limit = match a.limit_extents {
+        0 => "no limit".to_string(),
+        n => format!("limit {n} ({})", bytes(n.saturating_mul(a.extent_bytes))),
+    };
+    format!(
+        "Activity log: {} extents of {} active, {limit}; a crash now copies {}; {} evictions, {} waits\n",
+        a.active_extents,
+        bytes(a.extent_bytes),
+        bytes(a.crash_copy_bytes),
+        a.evictions,
+        a.waits
     )
 }
 

@@ -199,7 +199,11 @@ impl Housekeeping for Clearing {
         self.0.upgrade().is_some_and(|v| v.may_clear())
     }
 
+    /// Legs that write `O_DSYNC` (`write_cache = false`) hold every write
+    /// that completed: nothing to flush.
     fn flush_for_clear(&self) -> bool {
-        self.0.upgrade().is_some_and(|v| v.may_clear() && v.flush_all_legs() && v.may_clear())
+        self.0
+            .upgrade()
+            .is_some_and(|v| v.may_clear() && (!v.cfg.write_cache || v.flush_all_legs()) && v.may_clear())
     }
 }

@@ -31,9 +31,10 @@
 //! `bitmap_active_size`, at most that many bytes of extents are active
 //! (written since their bits were last cleared) while every leg is in sync
 //! and no recovery runs. A write that needs a new extent beyond the limit
-//! first clears the least recently used idle one, in the same metadata
-//! write; the metadata thread flushes every leg before it writes such a
-//! batch, as for any clear, and keeps the extent marked if a flush fails. If
+//! first clears the least recently used idle ones (down to a low watermark,
+//! so one scan serves many), in the same metadata write; the metadata
+//! thread has every leg flushed before it writes such a batch, as for any
+//! clear, and keeps the extents marked if a flush fails. If
 //! every active extent has a write in flight, the write waits for one to
 //! end (counted in `waits`). A crash then leaves at most the limit to copy,
 //! plus the extents being marked at that instant (a batch reaches each
@@ -120,7 +121,8 @@ struct State {
 
 /// What the least recently used search found.
 enum Lru {
-    Idle(u64),
+    /// This many idle extents evicted (0 if all were written again meanwhile).
+    Evicted(usize),
     /// None idle; another write is in flight and will end.
     Busy,
     /// None idle, and only the asking write is in flight.
@@ -133,6 +135,10 @@ struct Blocked {
     last: u64,
     done: IntentDone,
 }
+
+/// At the limit, evict down to `limit - limit / EVICT_SLACK` (a 1024-extent
+/// log: 64 per scan).
+const EVICT_SLACK: usize = 16;
 
 /// What clearing bits needs from the volume, given once it is open.
 pub(crate) trait Housekeeping: Send + Sync {
@@ -399,52 +405,63 @@ impl Intent {
         {
             return true;
         }
+        // Down to a low watermark, so that one scan serves many new extents.
+        let target = self.active_limit - self.active_limit / EVICT_SLACK;
         while self.active.load(Ordering::SeqCst) > self.active_limit {
-            match self.evict_lru_idle(st, &own) {
-                Lru::Idle(e) => st.evicted.push(e),
+            let want = self.active.load(Ordering::SeqCst).saturating_sub(target).max(1);
+            match self.evict_lru_idle(st, &own, want) {
+                Lru::Evicted(n) => {
+                    self.evictions.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Lru::Busy => return false,
                 Lru::OnlyOwn => return true,
             }
-            self.evictions.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
 
-    /// Removes the least recently used idle extent from the activity maps
-    /// and clears its bits, with its shard held, as `clear_idle` does: a
-    /// write that starts there either came before (and is seen in flight)
-    /// or comes after and sees its bits clear. Under `st`.
-    fn evict_lru_idle(&self, st: &mut State, own: &RangeInclusive<u64>) -> Lru {
-        loop {
-            let (mut oldest, mut others_busy) = (None::<(u64, Instant)>, false);
-            for shard in &self.shards {
-                for (&e, a) in shard.lock().iter() {
-                    if a.inflight == 0 {
-                        if oldest.is_none_or(|(_, t)| a.last < t) {
-                            oldest = Some((e, a.last));
-                        }
-                    } else if !own.contains(&e) {
-                        others_busy = true;
-                    }
+    /// Removes up to `want` of the least recently used idle extents from the
+    /// activity maps and clears their bits, each with its shard held, as
+    /// `clear_idle` does: a write that starts there either came before (and
+    /// is seen in flight) or comes after and sees its bits clear. Under `st`.
+    fn evict_lru_idle(&self, st: &mut State, own: &RangeInclusive<u64>, want: usize) -> Lru {
+        let (mut idle, mut others_busy) = (Vec::new(), false);
+        for shard in &self.shards {
+            for (&e, a) in shard.lock().iter() {
+                if a.inflight == 0 {
+                    idle.push((a.last, e));
+                } else if !own.contains(&e) {
+                    others_busy = true;
                 }
             }
-            let Some((e, stamp)) = oldest else {
-                return if others_busy { Lru::Busy } else { Lru::OnlyOwn };
-            };
-            let mut shard = self.shard(e).lock();
-            if shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp) {
-                shard.remove(&e);
-                self.active.fetch_sub(1, Ordering::SeqCst);
-                let map = self.map.read();
-                for r in self.extent_regions(&map, e) {
-                    if map.is_set(r) {
-                        Self::set_bit(&map, st, r, false);
-                    }
-                }
-                return Lru::Idle(e);
-            }
-            // Written again since the scan: look again.
         }
+        if idle.is_empty() {
+            return if others_busy { Lru::Busy } else { Lru::OnlyOwn };
+        }
+        let want = want.min(idle.len());
+        if want < idle.len() {
+            idle.select_nth_unstable(want - 1);
+            idle.truncate(want);
+        }
+        let mut evicted = 0;
+        for (stamp, e) in idle {
+            let mut shard = self.shard(e).lock();
+            // Written again since the scan: it stays.
+            if !shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp) {
+                continue;
+            }
+            shard.remove(&e);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            let map = self.map.read();
+            for r in self.extent_regions(&map, e) {
+                if map.is_set(r) {
+                    Self::set_bit(&map, st, r, false);
+                }
+            }
+            st.evicted.push(e);
+            evicted += 1;
+        }
+        Lru::Evicted(evicted)
     }
 
     /// Parks a write until an active extent becomes idle. It lets go of its

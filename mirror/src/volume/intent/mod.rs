@@ -1047,7 +1047,14 @@ mod tests {
         let (i, _vol, worker) = limited(&dir, 1);
         assert!(!begin_wait(&i, 0, 0, true), "extent 0: a write in flight");
         let (tx, rx) = crossbeam_channel::bounded(1);
-        i.begin(8, 8, || true, Box::new(move |r| drop(tx.send(r.is_ok()))));
+        i.begin(
+            8,
+            8,
+            || true,
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "extent 1 must wait: 0 is busy");
         assert_eq!(i.activity().waits, 1);
         i.end(0, 0);

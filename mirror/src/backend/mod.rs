@@ -3,13 +3,16 @@
 //! [`file::FileBackend`] serves regular files and block devices. With the
 //! `fault-injection` feature (tests only; never in a release build),
 //! `fault::FaultyBackend` wraps any backend and injects scripted faults
-//! (errors, hangs, delays, torn writes).
+//! (errors, hangs, delays, torn writes), and `volatile::VolatileDevice`
+//! gives a leg a volatile write cache that a simulated power cut loses.
 
 pub mod detached;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod file;
 mod identity;
+#[cfg(feature = "fault-injection")]
+pub mod volatile;
 
 pub use identity::LegIdentity;
 

@@ -217,13 +217,23 @@ impl Backend for VolatileBackend {
 
 impl Volume {
     /// Like [`Volume::open`], with `devices[i]`'s volatile cache in front of
-    /// leg `i` (reapplied to a leg that is reopened).
+    /// leg `i` (reapplied to a leg that is reopened), and `faults`, if any,
+    /// in front of the caches (a delayed write is in flight, not cached).
     pub fn open_with_volatile_legs(
         cfg: VolumeConfig,
         sink: EventSink,
         devices: Vec<Arc<VolatileDevice>>,
+        faults: Option<Arc<super::fault::FaultInjector>>,
     ) -> Result<Volume, OpenError> {
-        let wrap = Arc::new(move |leg: usize, inner: Box<dyn Backend>| devices[leg].wrap(inner));
+        let wrap = Arc::new(move |leg: usize, inner: Box<dyn Backend>| {
+            let cached = devices[leg].wrap(inner);
+            match &faults {
+                Some(f) => {
+                    Box::new(super::fault::FaultyBackend::new(leg, cached, f.clone())) as Box<dyn Backend>
+                }
+                None => cached,
+            }
+        });
         Volume::open_wrapped(cfg, sink, wrap)
     }
 }

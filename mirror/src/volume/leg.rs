@@ -15,7 +15,7 @@ use crate::state::LegState;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use uring::Ring;
@@ -298,14 +298,18 @@ impl Leg {
         let us = ticket.started.elapsed().as_micros() as u64;
         self.stats.latency_us_total.fetch_add(us, Relaxed);
         self.stats.latency_samples.fetch_add(1, Relaxed);
+        if counted.is_write() {
+            // Armed again as the write returns, before anyone is told: a
+            // flush that began while it was in flight may not cover it, and
+            // took the flag the submission set (see `Inner::flush`).
+            self.needs_flush.store(true, SeqCst);
+        }
         match (&result, counted) {
             (Ok(_), Counted::Read(n)) => self.count(&self.stats.reads, &self.stats.read_bytes, n),
             (Ok(_), Counted::Write(n)) => self.count(&self.stats.writes, &self.stats.write_bytes, n),
             (Ok(_), Counted::Other { .. }) => {}
             (Err(_), c) if c.is_write() => {
                 self.stats.write_errors.fetch_add(1, Relaxed);
-                // A failed write leaves the leg's cache state unknown.
-                self.needs_flush.store(true, Relaxed);
             }
             (Err(_), _) => {
                 self.stats.read_errors.fetch_add(1, Relaxed);

@@ -16,20 +16,6 @@ const THREADS: usize = 4;
 const BLOCKS_PER_THREAD: usize = 64;
 const OPS: usize = 300;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// One thread's blocks: `Some(data)` known, `None` unknown after a failed write.
 type Model = Vec<Option<Vec<u8>>>;
 

@@ -42,20 +42,6 @@ impl Default for Block {
 /// The host's logical block size (the tests' volumes use 512).
 const LBA: usize = 512;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn data(seed: u64) -> Vec<u8> {
     pattern(BLOCK, seed)
 }
@@ -85,7 +71,7 @@ fn host(
                 b.since.clear();
             }
         }
-        let i = rng.below(BLOCKS as u64) as usize;
+        let i = rng.below(BLOCKS);
         let seed = seed_base + n as u64 + 1;
         write(v, offset(t, i), &data(seed)).expect("a write with every leg in sync");
         if stable {
@@ -120,14 +106,14 @@ fn power_cuts(write_cache: bool, cycles: usize, seed: u64) -> (usize, usize, usi
             for (t, blocks) in model.iter_mut().enumerate() {
                 let v = v.clone();
                 let mut r = Rng(rng.next() | 1);
-                let writes = 1 + r.below(40) as usize;
+                let writes = 1 + r.below(40);
                 let base = ((cycle * THREADS + t) as u64) << 32;
                 let stable = !cfg.write_cache;
                 s.spawn(move || host(&v, t, blocks, &mut r, writes, base, stable));
             }
         });
         if rng.below(2) == 0 {
-            std::thread::sleep(Duration::from_millis(rng.below(40))); // let the cleaner clear
+            std::thread::sleep(Duration::from_millis(rng.below(40) as u64)); // let the cleaner clear
         }
         // The power goes: the process stops, then each leg's cache is lost
         // its own way.
@@ -138,7 +124,7 @@ fn power_cuts(write_cache: bool, cycles: usize, seed: u64) -> (usize, usize, usi
         drop(v);
         for dev in &devices {
             let n = dev.unflushed();
-            let torn_at = (n > 0 && rng.below(3) == 0).then(|| rng.below(n as u64) as usize);
+            let torn_at = (n > 0 && rng.below(3) == 0).then(|| rng.below(n));
             let (keep_bits, sector_bits) = (rng.next(), rng.next());
             let cut = dev
                 .power_cut(|i| keep_bits >> (i % 64) & 1 == 1, torn_at, |s| sector_bits >> (s % 64) & 1 == 1)

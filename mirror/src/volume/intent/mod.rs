@@ -421,9 +421,7 @@ impl Intent {
     }
 
     /// Removes up to `want` of the least recently used idle extents from the
-    /// activity maps and clears their bits, each with its shard held, as
-    /// `clear_idle` does: a write that starts there either came before (and
-    /// is seen in flight) or comes after and sees its bits clear. Under `st`.
+    /// activity maps and clears their bits (`clear_if_idle`). Under `st`.
     fn evict_lru_idle(&self, st: &mut State, own: &RangeInclusive<u64>, want: usize) -> Lru {
         let (mut idle, mut others_busy) = (Vec::new(), false);
         for shard in &self.shards {
@@ -445,23 +443,36 @@ impl Intent {
         }
         let mut evicted = 0;
         for (stamp, e) in idle {
-            let mut shard = self.shard(e).lock();
-            // Written again since the scan: it stays.
-            if !shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp) {
-                continue;
+            // One written again since the scan stays.
+            if self.clear_if_idle(st, e, stamp).is_some() {
+                st.evicted.push(e);
+                evicted += 1;
             }
-            shard.remove(&e);
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            let map = self.map.read();
-            for r in self.extent_regions(&map, e) {
-                if map.is_set(r) {
-                    Self::set_bit(&map, st, r, false);
-                }
-            }
-            st.evicted.push(e);
-            evicted += 1;
         }
         Lru::Evicted(evicted)
+    }
+
+    /// Clears extent `e`'s bits and forgets its activity if it is still idle
+    /// since `stamp`; returns how many bits it cleared. Lock order: `st`
+    /// (held by the caller), then the shard. With the shard held no write
+    /// can start here: it either came before (and is seen in flight) or
+    /// comes after and sees its bits clear, their page pending.
+    fn clear_if_idle(&self, st: &mut State, e: u64, stamp: Instant) -> Option<usize> {
+        let mut shard = self.shard(e).lock();
+        if !shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp) {
+            return None;
+        }
+        shard.remove(&e);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        let map = self.map.read();
+        let mut n = 0;
+        for r in self.extent_regions(&map, e) {
+            if map.is_set(r) {
+                Self::set_bit(&map, st, r, false);
+                n += 1;
+            }
+        }
+        Some(n)
     }
 
     /// Parks a write until an active extent becomes idle. It lets go of its
@@ -477,12 +488,13 @@ impl Intent {
 
     /// Tries the parked writes again, in order.
     fn retry_blocked(&self, mut st: MutexGuard<'_, State>) {
-        let mut ready = Vec::new();
+        let mut now = Vec::new();
         for b in std::mem::take(&mut st.blocked) {
             self.hold(b.first, b.last);
             let may = self.housekeeping.get().is_none_or(|h| h.may_clear());
             match self.mark(&mut st, b.first, b.last, || may) {
-                Some(batch) => ready.push((batch, b.done)),
+                Some(DURABLE) => now.push(b.done),
+                Some(batch) => st.waiters.push((batch, b.done)),
                 None => {
                     self.unhold(b.first, b.last);
                     st.blocked.push(b);
@@ -490,14 +502,6 @@ impl Intent {
             }
         }
         self.blocked.store(st.blocked.len(), Ordering::SeqCst);
-        let mut now = Vec::new();
-        for (batch, done) in ready {
-            if batch == DURABLE {
-                now.push(done);
-            } else {
-                st.waiters.push((batch, done));
-            }
-        }
         drop(st);
         self.wake.notify_one();
         for done in now {
@@ -668,25 +672,7 @@ impl Intent {
     /// Returns how many bits it cleared.
     pub fn clear_idle(&self, extents: &[(u64, Instant)]) -> usize {
         let mut st = self.st.lock();
-        let mut n = 0;
-        for &(e, stamp) in extents {
-            // Lock order: `st`, then the shard. With the shard held no write
-            // can start here: it either came before (and is seen in flight)
-            // or comes after and sees the bit's page pending.
-            let mut shard = self.shard(e).lock();
-            let still_idle = shard.get(&e).is_some_and(|a| a.inflight == 0 && a.last == stamp);
-            if still_idle {
-                shard.remove(&e);
-                self.active.fetch_sub(1, Ordering::SeqCst);
-                let map = self.map.read();
-                for r in self.extent_regions(&map, e) {
-                    if map.is_set(r) {
-                        Self::set_bit(&map, &mut st, r, false);
-                        n += 1;
-                    }
-                }
-            }
-        }
+        let n = extents.iter().filter_map(|&(e, stamp)| self.clear_if_idle(&mut st, e, stamp)).sum();
         drop(st);
         self.wake.notify_one();
         n

@@ -312,25 +312,36 @@ impl Inner {
     /// Copies a span that could not be read as a whole region by region, so
     /// that only the regions no leg can read are left out (and recorded).
     fn copy_regions_apart(self: &Arc<Self>, pass: &mut Pass, first: u64, count: u64) -> Result<(), PassEnd> {
-        let mut r = first;
-        while r < first + count {
-            match self.copy_span(r, 1, None, &[pass.leg]) {
-                Step::Copied(n) => pass.copied += n,
-                Step::SourceFailed => continue, // another in-sync leg serves
-                Step::Unreadable => self.report_unreadable(pass, r),
-                other => return Err(other.into()),
+        for r in first..first + count {
+            if !self.copy_region(pass, r)? {
+                self.report_unreadable(pass, r);
             }
-            r += 1;
         }
         Ok(())
+    }
+
+    /// Copies region `r` to the pass's leg; false if no leg can read it. A
+    /// source taken out for failing the read gives way to another in-sync
+    /// leg at once.
+    fn copy_region(self: &Arc<Self>, pass: &mut Pass, r: u64) -> Result<bool, PassEnd> {
+        loop {
+            match self.copy_span(r, 1, None, &[pass.leg]) {
+                Step::Copied(n) => {
+                    pass.copied += n;
+                    return Ok(true);
+                }
+                Step::SourceFailed => continue,
+                Step::Unreadable => return Ok(false),
+                other => return Err(other.into()),
+            }
+        }
     }
 
     /// Records region `r` as unreadable, and tells the administrator once.
     fn report_unreadable(&self, pass: &mut Pass, r: u64) {
         pass.unreadable.add(r, 1);
         self.resync.lock().unreadable = self.unreadable_bytes(&pass.unreadable);
-        let rb = self.intent.region_bytes();
-        let (offset, len) = (r * rb, rb.min(self.size() - r * rb));
+        let (offset, len) = self.byte_range(r, 1);
         let source = self.legs.iter().position(|l| l.is_in_sync()).unwrap_or(pass.leg);
         self.emit(Event::SourceUnreadable { leg: source, target: pass.leg, offset, len });
     }
@@ -350,10 +361,8 @@ impl Inner {
             let mut still = Unreadable::default();
             for (first, count) in std::mem::take(&mut pass.unreadable.0) {
                 for r in first..first + count {
-                    match self.copy_span(r, 1, None, &[pass.leg]) {
-                        Step::Copied(n) => pass.copied += n,
-                        Step::Unreadable | Step::SourceFailed => still.add(r, 1),
-                        other => return Err(other.into()),
+                    if !self.copy_region(pass, r)? {
+                        still.add(r, 1);
                     }
                 }
             }
@@ -375,8 +384,15 @@ impl Inner {
 
     /// Unreadable regions as byte ranges `(offset, len)`, for status.
     fn unreadable_bytes(&self, u: &Unreadable) -> Vec<(u64, u64)> {
-        let (rb, size) = (self.intent.region_bytes(), self.size());
-        u.0.iter().map(|&(f, n)| (f * rb, (n * rb).min(size - f * rb))).collect()
+        u.0.iter().map(|&(first, count)| self.byte_range(first, count)).collect()
+    }
+
+    /// Regions `[first, first+count)` as a byte range `(offset, len)`,
+    /// within the volume's end.
+    fn byte_range(&self, first: u64, count: u64) -> (u64, u64) {
+        let rb = self.intent.region_bytes();
+        let offset = first * rb;
+        (offset, (count * rb).min(self.size() - offset))
     }
 
     /// Records how far a pass got (after the target flushed), so that the
@@ -409,9 +425,7 @@ impl Inner {
         if self.shutting_down.load(Relaxed) {
             return Step::Stopped;
         }
-        let rb = self.intent.region_bytes();
-        let offset = first * rb;
-        let len = (rb * count).min(self.size() - offset);
+        let (offset, len) = self.byte_range(first, count);
         let guard = self.lock_wait(offset, len);
         let Some(src) = source.or_else(|| self.legs.iter().position(|l| l.is_in_sync())) else {
             return Step::Stopped;

@@ -91,6 +91,8 @@ impl From<CopyHealth> for MetadataCopyStatus {
 
 impl Inner {
     pub(super) fn status(&self) -> VolumeStatus {
+        // Once, between two changes: the dirty count and what a crash copies.
+        let dirty_regions = self.intent.count_set_settled();
         VolumeStatus {
             name: self.cfg.name.clone(),
             size: self.size(),
@@ -99,8 +101,8 @@ impl Inner {
             generation: self.generation(),
             io_engine: self.io_engine,
             legs: self.legs.iter().map(|l| self.leg_status(l)).collect(),
-            dirty_regions: self.intent.count_set(),
-            activity: self.activity_status(),
+            dirty_regions,
+            activity: self.activity_status(dirty_regions),
             resync: self.resync_status(),
             resync_bytes_total: self.resync_bytes.load(Relaxed),
             metadata: self.intent.store().health().into_iter().map(Into::into).collect(),
@@ -128,13 +130,13 @@ impl Inner {
         }
     }
 
-    fn activity_status(&self) -> ActivityStatus {
+    fn activity_status(&self, dirty_regions: u64) -> ActivityStatus {
         let a = self.intent.activity();
         ActivityStatus {
             active_extents: a.active,
             limit_extents: a.limit,
             extent_bytes: self.cfg.bitmap_extent_size.max(self.intent.region_bytes()),
-            crash_copy_bytes: self.intent.count_set_settled() * self.intent.region_bytes(),
+            crash_copy_bytes: dirty_regions * self.intent.region_bytes(),
             evictions: a.evictions,
             waits: a.waits,
         }

@@ -228,30 +228,7 @@ impl FaultyBackend {
 }
 
 impl Backend for FaultyBackend {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn identity(&self) -> &LegIdentity {
-        self.inner.identity()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn refresh_size(&self) -> io::Result<u64> {
-        self.inner.refresh_size()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn writes_one_at_a_time(&self) -> bool {
-        self.inner.writes_one_at_a_time()
-    }
-    fn caps(&self) -> Caps {
-        self.inner.caps()
-    }
-    fn detached(&self) -> Option<&str> {
-        self.inner.detached()
-    }
+    super::delegate_to_inner!();
 
     /// An operation no rule can fire for goes to the real leg asynchronously
     /// (it would pass untouched, and uncounted, anyway); one that a rule may

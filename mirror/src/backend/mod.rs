@@ -88,6 +88,40 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// The [`Backend`] methods a wrapping backend (`self.inner`) passes
+/// through unchanged: what the leg is, not what happens to its I/O.
+#[cfg(feature = "fault-injection")]
+macro_rules! delegate_to_inner {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn identity(&self) -> &LegIdentity {
+            self.inner.identity()
+        }
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn refresh_size(&self) -> io::Result<u64> {
+            self.inner.refresh_size()
+        }
+        fn alignment(&self) -> usize {
+            self.inner.alignment()
+        }
+        fn writes_one_at_a_time(&self) -> bool {
+            self.inner.writes_one_at_a_time()
+        }
+        fn caps(&self) -> Caps {
+            self.inner.caps()
+        }
+        fn detached(&self) -> Option<&str> {
+            self.inner.detached()
+        }
+    };
+}
+#[cfg(feature = "fault-injection")]
+use delegate_to_inner;
+
 /// Writes zeroes with plain writes, one chunk at a time.
 pub(crate) fn write_zeroes_slowly(b: &dyn Backend, offset: u64, len: u64) -> io::Result<()> {
     const CHUNK: u64 = 1 << 20;

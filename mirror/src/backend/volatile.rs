@@ -153,30 +153,7 @@ struct VolatileBackend {
 }
 
 impl Backend for VolatileBackend {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn identity(&self) -> &LegIdentity {
-        self.inner.identity()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn refresh_size(&self) -> io::Result<u64> {
-        self.inner.refresh_size()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn writes_one_at_a_time(&self) -> bool {
-        self.inner.writes_one_at_a_time()
-    }
-    fn caps(&self) -> Caps {
-        self.inner.caps()
-    }
-    fn detached(&self) -> Option<&str> {
-        self.inner.detached()
-    }
+    super::delegate_to_inner!();
 
     /// Every operation takes the blocking path, through the cache.
     fn async_file(&self, _op: Op, _offset: u64, _len: u64) -> Option<&Arc<std::fs::File>> {
